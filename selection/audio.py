@@ -81,7 +81,8 @@ class AudioStream:
     ----------
     skipped : list of (str, str)
         ``(utt_id, reason)`` of every utterance whose audio could not be used,
-        filled while iterating. Each skip is also logged as a warning.
+        filled while iterating (reset when a new iteration starts). Each skip
+        is also logged as a warning.
     """
 
     def __init__(self, manifest, ids=None, sample_rate=SAMPLE_RATE):
@@ -94,6 +95,7 @@ class AudioStream:
         return len(self.ids)
 
     def __iter__(self):
+        self.skipped = []
         for utt_id in self.ids:
             try:
                 wav = load_audio(self.manifest.wav_path(utt_id), self.sample_rate)

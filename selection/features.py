@@ -1,0 +1,201 @@
+"""Frame-level features for unit discovery: MFCC or a hidden layer of an HF SSL model.
+
+An *extractor* is a callable taking a list of 1-D float32 waveforms (16 kHz, any
+lengths) and returning one ``float32`` array ``[frames, dim]`` per waveform; it also
+exposes ``frame_rate`` (frames per second) and ``dim``. :func:`iter_features`
+streams ``(utt_id, feats)`` pairs so that the frames of a whole pool are never
+held in memory at once.
+"""
+
+import numpy as np
+import torch
+from speechbrain.lobes.features import MFCC
+
+from selection.audio import SAMPLE_RATE
+
+
+class MFCCExtractor:
+    """MFCCs with first and second derivatives (39 dims by default) at 100 frames/s.
+
+    Uses :class:`speechbrain.lobes.features.MFCC` (25 ms window, 10 ms hop, no
+    context frames), one utterance at a time, so no padding leaks into the edge
+    frames or the derivatives.
+
+    Parameters
+    ----------
+    n_mfcc : int
+        Number of cepstral coefficients.
+    deltas : bool
+        Append first and second derivatives (dimension ``3 * n_mfcc``).
+    sample_rate : int
+        Rate of the waveforms given.
+
+    Notes
+    -----
+    Per-utterance calls are small tensor operations: they run fastest with
+    ``torch.set_num_threads(1)``; use several processes (one shard each, see
+    :func:`selection.units.shard_ids`) to use several cores.
+    """
+
+    def __init__(self, n_mfcc=13, deltas=True, sample_rate=SAMPLE_RATE):
+        self.mfcc = MFCC(deltas=deltas, context=False, n_mfcc=n_mfcc, sample_rate=sample_rate)
+        self.dim = n_mfcc * (3 if deltas else 1)
+        self.frame_rate = sample_rate / 160.0
+
+    def __call__(self, wavs):
+        """Features of each waveform.
+
+        Parameters
+        ----------
+        wavs : list of torch.Tensor
+            1-D waveforms.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            ``float32`` arrays ``[frames, dim]``.
+        """
+        with torch.inference_mode():
+            return [self.mfcc(w.reshape(1, -1))[0].numpy() for w in wavs]
+
+
+class SSLExtractor:
+    """One hidden layer of a HuggingFace SSL model (WavLM, HuBERT, wav2vec 2.0).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Hub id or local folder (``save_pretrained`` output) for
+        :meth:`transformers.AutoModel.from_pretrained`.
+    layer : int
+        Index into ``hidden_states`` (``output_hidden_states=True`` gives
+        ``num_hidden_layers + 1`` tensors: 0 is the CNN projection after the
+        positional convolution, ``i`` the output of transformer layer ``i``);
+        negative values count from the last layer.
+    device : str or torch.device
+        Where the model runs.
+
+    Notes
+    -----
+    Batches are zero-padded. The attention mask built from the true lengths is
+    passed only when the model's feature extractor says the model was trained with
+    one (``return_attention_mask``); models such as HuBERT/wav2vec 2.0 Base were
+    not and HF advises plain zero padding for them. Either way each output is cut
+    to the number of frames the true length yields through the CNN front-end, so
+    padded frames never reach the caller. Waveforms are normalised (zero mean,
+    unit variance over their own samples) when the feature extractor has
+    ``do_normalize``. The model stays in ``eval`` mode, in fp32, without gradients.
+    Features are not L2-normalised (k-means on normalised SSL output converges poorly).
+    """
+
+    def __init__(self, source, layer, device="cpu"):
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        self.device = torch.device(device)
+        self.model = AutoModel.from_pretrained(str(source)).to(self.device).eval()
+        self.model.requires_grad_(False)
+        config = self.model.config
+        n_states = config.num_hidden_layers + 1
+        if not -n_states <= layer < n_states:
+            raise ValueError(f"layer {layer} out of range for {n_states} hidden states of {source}")
+        self.layer = layer % n_states
+        try:
+            processor = AutoFeatureExtractor.from_pretrained(str(source))
+            self.normalize = bool(getattr(processor, "do_normalize", False))
+            self.use_mask = bool(getattr(processor, "return_attention_mask", False))
+        except OSError:  # no preprocessor_config.json: follow the model's own norm type
+            self.normalize = False
+            self.use_mask = getattr(config, "feat_extract_norm", "group") == "layer"
+        self.kernels = list(config.conv_kernel)
+        self.strides = list(config.conv_stride)
+        self.frame_rate = SAMPLE_RATE / float(np.prod(self.strides))
+        self.dim = config.hidden_size
+        self.min_samples = self._receptive_field()
+
+    def _receptive_field(self):
+        field = 1
+        for kernel, stride in zip(reversed(self.kernels), reversed(self.strides)):
+            field = (field - 1) * stride + kernel
+        return field
+
+    def output_frames(self, lengths):
+        """Frames the CNN front-end yields for waveforms of ``lengths`` samples.
+
+        Parameters
+        ----------
+        lengths : torch.Tensor
+            Integer lengths in samples.
+
+        Returns
+        -------
+        torch.Tensor
+            Integer frame counts (0 for waveforms shorter than the receptive field).
+        """
+        lengths = lengths.clone()
+        for kernel, stride in zip(self.kernels, self.strides):
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths.clamp(min=0)
+
+    def __call__(self, wavs):
+        """Features of each waveform (see class notes for padding).
+
+        Parameters
+        ----------
+        wavs : list of torch.Tensor
+            1-D waveforms at 16 kHz.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            ``float32`` arrays ``[frames, dim]``.
+        """
+        lengths = torch.tensor([len(w) for w in wavs])
+        width = max(int(lengths.max()), self.min_samples)
+        batch = torch.zeros(len(wavs), width)
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        for i, wav in enumerate(wavs):
+            if self.normalize and len(wav) > 0:
+                wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+            batch[i, : len(wav)] = wav
+        with torch.inference_mode():
+            out = self.model(
+                batch.to(self.device),
+                attention_mask=mask.long().to(self.device) if self.use_mask else None,
+                output_hidden_states=True,
+            )
+            hidden = out.hidden_states[self.layer].float().cpu()
+        frames = self.output_frames(lengths)
+        return [hidden[i, : int(frames[i])].numpy() for i in range(len(wavs))]
+
+
+def iter_features(waveforms, extractor, batch_size=8):
+    """Stream features utterance by utterance.
+
+    Parameters
+    ----------
+    waveforms : iterable of (str, torch.Tensor)
+        ``(utt_id, waveform)`` pairs, e.g. a :class:`selection.audio.AudioStream`
+        (order it by duration to reduce padding for SSL extractors).
+    extractor : callable
+        :class:`MFCCExtractor`, :class:`SSLExtractor` or any callable with the same
+        contract.
+    batch_size : int
+        Waveforms passed to the extractor at once.
+
+    Yields
+    ------
+    (str, numpy.ndarray)
+        ``(utt_id, feats)`` with ``feats`` of shape ``[frames, dim]``; at most
+        ``batch_size`` utterances are held at a time.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids, wavs = [], []
+    for utt_id, wav in waveforms:
+        ids.append(utt_id)
+        wavs.append(wav)
+        if len(ids) == batch_size:
+            yield from zip(ids, extractor(wavs))
+            ids, wavs = [], []
+    if ids:
+        yield from zip(ids, extractor(wavs))
