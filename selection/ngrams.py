@@ -46,6 +46,31 @@ class Chunk:
     offsets: np.ndarray
 
 
+def chunk_bounds(offsets, chunk_tokens=1 << 20):
+    """Utterance ranges ``[start, stop)`` holding about ``chunk_tokens`` units each.
+
+    Parameters
+    ----------
+    offsets : numpy.ndarray
+        ``n + 1`` offsets of a :class:`selection.units.UnitSet`.
+    chunk_tokens : int
+        Approximate units per range (an utterance is never split; an utterance
+        longer than ``chunk_tokens`` gets a range of its own).
+
+    Returns
+    -------
+    list of (int, int)
+    """
+    n = len(offsets) - 1
+    bounds, start = [], 0
+    while start < n:
+        stop = int(np.searchsorted(offsets, offsets[start] + chunk_tokens, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 def iter_chunks(units, chunk_tokens=1 << 20):
     """Split a unit set into chunks of whole utterances.
 
@@ -54,8 +79,8 @@ def iter_chunks(units, chunk_tokens=1 << 20):
     units : selection.units.UnitSet
         Sequences to walk.
     chunk_tokens : int
-        Approximate units per chunk (an utterance is never split). About 1M
-        keeps the working arrays in cache-friendly sizes.
+        Approximate units per chunk (see :func:`chunk_bounds`). About 1M keeps
+        the working arrays in cache-friendly sizes.
 
     Yields
     ------
@@ -67,18 +92,38 @@ def iter_chunks(units, chunk_tokens=1 << 20):
         If a unit lies outside ``[0, units.n_clusters)``.
     """
     offsets = units.offsets
-    n = len(units)
-    start = 0
-    while start < n:
-        stop = int(np.searchsorted(offsets, offsets[start] + chunk_tokens, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
+    for start, stop in chunk_bounds(offsets, chunk_tokens):
         local = offsets[start : stop + 1] - offsets[start]
         tokens = units.flat[offsets[start] : offsets[stop]].astype(np.int64)
         if len(tokens) and (tokens.min() < 0 or tokens.max() >= units.n_clusters):
             raise ValueError(f"units outside [0, {units.n_clusters}) in utterances {start}..{stop}")
         pos = np.arange(len(tokens), dtype=np.int64) - np.repeat(local[:-1], np.diff(local))
         yield Chunk(start, stop, tokens, pos, local)
-        start = stop
+
+
+def gather_ranges(offsets, rows):
+    """Flat positions of the tokens of utterances ``rows``, and their local offsets.
+
+    Parameters
+    ----------
+    offsets : numpy.ndarray
+        Offsets of a unit set.
+    rows : numpy.ndarray
+        Utterance rows, any order.
+
+    Returns
+    -------
+    positions : numpy.ndarray
+        ``int64`` indices into the flat units, row after row.
+    local_offsets : numpy.ndarray
+        ``len(rows) + 1`` offsets into ``positions``.
+    """
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    local = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=local[1:])
+    positions = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1], dtype=np.int64)
+    return positions, local
 
 
 def segment_sums(values, offsets):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from selection.atomic import atomic_path
+from selection.ngrams import gather_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -92,19 +93,18 @@ class UnitSet:
         """Number of units per utterance (``int64``), in ``ids`` order."""
         return np.diff(self.offsets)
 
+    def rows(self, ids):
+        """Row positions (``int64``) of ``ids``; raises ``KeyError`` for an unknown ID."""
+        return np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
+
     def to_dict(self):
         """``{utt_id: units}`` (views into ``flat``)."""
         return {utt_id: self[utt_id] for utt_id in self.ids}
 
     def subset(self, ids):
         """A new unit set with ``ids`` (all must be present), in the given order."""
-        rows = np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        lengths = ends - starts
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return UnitSet(list(ids), offsets, self.flat[gather], self.frame_rate,
+        positions, offsets = gather_ranges(self.offsets, self.rows(ids))
+        return UnitSet(list(ids), offsets, self.flat[positions], self.frame_rate,
                        self.n_clusters, self.dedup)
 
     def save(self, path):

@@ -1,0 +1,15 @@
+"""Data selectors: every class subclasses :class:`selection.selectors.base.Selector`."""
+
+from selection.selectors.base import SelectionResult, Selector, TargetError, fill_budget
+from selection.selectors.cluster import ClusterBalancedSelector
+from selection.selectors.contrastive import ContrastiveLMSelector
+from selection.selectors.coverage import CoverageSelector
+from selection.selectors.divergence import DivergenceSelector
+from selection.selectors.dsir import DSIRSelector
+from selection.selectors.simple import LongestFirstSelector, RandomSelector
+
+__all__ = [
+    "ClusterBalancedSelector", "ContrastiveLMSelector", "CoverageSelector", "DSIRSelector",
+    "DivergenceSelector", "LongestFirstSelector", "RandomSelector", "SelectionResult",
+    "Selector", "TargetError", "fill_budget",
+]

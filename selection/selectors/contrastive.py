@@ -1,0 +1,63 @@
+"""Contrastive n-gram LM selection on units (Lu et al., Interspeech 2022)."""
+
+import numpy as np
+
+from selection.ngrams import NgramLM, iter_chunks, ngram_keys, segment_sums
+from selection.selectors.base import Selector
+
+
+class ContrastiveLMSelector(Selector):
+    """Rank by ``(log P_T(x) - log P_pool(x)) / |x|`` with unit n-gram LMs.
+
+    ``P_T`` is trained on the target units, ``P_pool`` on all pool units given
+    (see :class:`selection.ngrams.NgramLM` for the smoothing); utterances whose
+    units the target LM explains better than the pool LM, per unit, come first.
+    An utterance without units scores ``-inf``.
+
+    Parameters
+    ----------
+    order : int
+        N-gram order of both LMs.
+    beta : float
+        Smoothing prior strength.
+    hash_bits : int
+        LM tables up to ``2**hash_bits`` entries are exact, larger orders hashed.
+    chunk_tokens : int
+        Units per processing chunk (memory bound).
+    """
+
+    needs_target = True
+
+    def __init__(self, order=3, beta=1.0, hash_bits=20, chunk_tokens=1 << 20):
+        self.order = int(order)
+        self.beta = float(beta)
+        self.hash_bits = int(hash_bits)
+        self.chunk_tokens = int(chunk_tokens)
+
+    def _lm(self, n_symbols):
+        return NgramLM(self.order, n_symbols, self.beta, self.hash_bits, self.chunk_tokens)
+
+    def scores(self, units, target_units):
+        """Per-unit log-likelihood ratio of every utterance of ``units`` (``ids`` order)."""
+        target_lm = self._lm(units.n_clusters).fit(target_units)
+        pool_lm = self._lm(units.n_clusters).fit(units)
+        out = np.empty(len(units), dtype=np.float64)
+        for chunk in iter_chunks(units, self.chunk_tokens):
+            keys = ngram_keys(chunk.tokens, self.order, units.n_clusters)
+            ratio = target_lm.token_log_probs(chunk, keys)
+            ratio -= pool_lm.token_log_probs(chunk, keys)
+            out[chunk.start : chunk.stop] = segment_sums(ratio, chunk.offsets)
+        lengths = units.lengths
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(lengths > 0, out / np.maximum(lengths, 1), -np.inf)
+
+    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
+        """Highest per-unit log-likelihood ratio first."""
+        scores = self.scores(units, target_units)[rows]
+        order = np.argsort(-scores, kind="stable")
+        return order, scores[order]
+
+    def settings(self):
+        """Constructor arguments."""
+        return {"order": self.order, "beta": self.beta, "hash_bits": self.hash_bits,
+                "chunk_tokens": self.chunk_tokens}
