@@ -49,3 +49,20 @@ def tiny_hubert_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     return _save_tiny_ssl(tmp_path_factory.mktemp("tiny_hubert"), HubertConfig, HubertModel)
+
+
+TINY_SCALE = 0.01
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A tiny SynthDomains corpus made by the real generator (every split, domain and engine).
+
+    Returns a dict with ``data_folder``, ``save_folder`` (manifests), ``summary`` and ``scale``.
+    """
+    from synthdomains_prepare import prepare_synthdomains
+
+    root = tmp_path_factory.mktemp("synthdomains")
+    data_folder, save_folder = root / "data", root / "manifests"
+    summary = prepare_synthdomains(data_folder, save_folder, scale=TINY_SCALE, seed=0)
+    return {"data_folder": data_folder, "save_folder": save_folder, "summary": summary, "scale": TINY_SCALE}

@@ -89,14 +89,14 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     summary_path = save_folder / "summary.json"
     options = {"scale": float(scale), "seed": int(seed)}
-    if _is_complete(summary_path, save_folder, options):
+    if _is_complete(summary_path, data_folder, save_folder, options):
         logger.info("SynthDomains already prepared in %s (scale %s, seed %s): skipping", save_folder, scale, seed)
         return json.loads(summary_path.read_text())
 
     start = time.time()
+    versions = _engine_versions()  # fails early, naming the missing package
     data_folder.mkdir(parents=True, exist_ok=True)
     save_folder.mkdir(parents=True, exist_ok=True)
-    versions = _engine_versions()  # fails early, naming the missing package
     texts = _cached_texts(data_folder / "texts")
     entries = corpus_plan.build_plan(texts, scale, seed)
     rir_bank = _cached_rir_bank(data_folder / "rirs.npz", seed)
@@ -121,12 +121,22 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     return summary
 
 
-def _is_complete(summary_path, save_folder, options):
+def _is_complete(summary_path, data_folder, save_folder, options):
+    """True when a previous run with these options finished without failures and no file is missing."""
     if not summary_path.exists():
         return False
     summary = json.loads(summary_path.read_text())
-    manifests_there = all((save_folder / f"{split}.csv").exists() for split in SPLITS)
-    return manifests_there and summary.get("options") == options
+    if summary.get("options") != options or summary.get("n_failed") != 0:
+        return False
+    for split in SPLITS:
+        manifest = save_folder / f"{split}.csv"
+        if not manifest.exists():
+            return False
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if not os.path.exists(row["wav"].replace("$data_root", str(data_folder))):
+                    return False
+    return True
 
 
 def _engine_versions():

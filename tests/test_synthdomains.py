@@ -1,0 +1,175 @@
+"""The SynthDomains generator: splits, audio format, manifests, resume and failure handling."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import synthdomains_prepare
+from synthdomains import engines, plan, texts
+
+from conftest import SYNTH_RECIPE
+
+
+def read_manifest(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def audio_path(corpus, row):
+    return row["wav"].replace("$data_root", str(corpus["data_folder"]))
+
+
+def all_rows(corpus):
+    return {split: read_manifest(corpus["save_folder"] / f"{split}.csv") for split in synthdomains_prepare.SPLITS}
+
+
+def test_every_split_and_pool_domain_present(tiny_corpus):
+    rows = all_rows(tiny_corpus)
+    assert all(rows[split] for split in synthdomains_prepare.SPLITS)
+    pool_domains = {r["domain"] for r in rows["pool"]}
+    assert len(pool_domains) >= 5 and "neural" in pool_domains
+    assert {r["domain"] for r in rows["target"]} == {"neural"}
+    assert {r["engine"] for split in rows.values() for r in split} == set(engines.ENGINES)
+    assert tiny_corpus["summary"]["speakers"]["spk_train"] >= 30
+    assert tiny_corpus["summary"]["speakers"]["spk_test"] == tiny_corpus["summary"]["speakers"]["spk_train"]
+    assert list(rows["pool"][0])[:6] == ["ID", "duration", "wav", "spk_id", "wrd", "domain"]
+
+
+def test_sentences_disjoint_across_splits(tiny_corpus):
+    text_cache = tiny_corpus["data_folder"] / "texts"
+    sentences = {name: (text_cache / f"{name}.txt").read_text().splitlines() for name in texts.TEXT_SETS}
+    entries = plan.build_plan(sentences, tiny_corpus["scale"], seed=0)
+    assert len({e["text"] for e in entries}) == len(entries)  # no sentence used twice anywhere
+    manifest_ids = {r["ID"] for split in all_rows(tiny_corpus).values() for r in split}
+    assert manifest_ids == {e["ID"] for e in entries}  # the manifests are that plan
+    transcribed = {split: {r["wrd"] for r in rows} for split, rows in all_rows(tiny_corpus).items()
+                   if split in plan.TRANSCRIBED}
+    for split, words in transcribed.items():
+        assert "" not in words, split
+        others = set().union(*(w for s, w in transcribed.items() if s != split))
+        assert not words & others, split
+
+
+def test_unlabelled_splits_have_no_transcripts(tiny_corpus):
+    rows = all_rows(tiny_corpus)
+    for split in ("pool", "target", "teacher"):
+        assert all(r["wrd"] == "" for r in rows[split])
+
+
+def test_audio_is_16k_mono_flac_and_durations_match(tiny_corpus):
+    for split, rows in all_rows(tiny_corpus).items():
+        for row in rows:
+            info = sf.info(audio_path(tiny_corpus, row))
+            assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC"), row["ID"]
+            assert abs(info.duration - float(row["duration"])) < 1e-3, row["ID"]
+            assert 0.5 < info.duration < 30, row["ID"]
+
+
+def test_summary_hours_match_manifests(tiny_corpus):
+    summary = tiny_corpus["summary"]
+    for split, rows in all_rows(tiny_corpus).items():
+        assert summary["split_hours"][split] == pytest.approx(sum(float(r["duration"]) for r in rows) / 3600, abs=1e-3)
+    assert set(summary["engine_versions"]) == set(engines.ENGINES)
+    assert summary["elapsed_s"] > 0
+
+
+def test_manifests_load_with_speechbrain(tiny_corpus):
+    import speechbrain as sb
+
+    dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        str(tiny_corpus["save_folder"] / "asr_train.csv"),
+        replacements={"data_root": str(tiny_corpus["data_folder"])},
+    )
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
+    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "wrd", "duration"])
+    item = dataset[0]
+    assert item["sig"].ndim == 1
+    assert item["sig"].shape[0] == pytest.approx(item["duration"] * 16000, abs=2)
+    assert item["wrd"] == item["wrd"].upper() and item["wrd"]
+
+
+def test_rerun_restores_exactly_the_deleted_files(tiny_corpus):
+    rows = [r for split in all_rows(tiny_corpus).values() for r in split]
+    # one utterance of each engine, piper included (its sampling noise is seeded per utterance)
+    victims = {r["engine"]: r for r in rows}.values()
+    before = {r["ID"]: sf.read(audio_path(tiny_corpus, r))[0] for r in victims}
+    untouched = [audio_path(tiny_corpus, r) for r in rows if r["ID"] not in before]
+    mtimes = {p: os.stat(p).st_mtime_ns for p in untouched}
+    for row in victims:
+        os.remove(audio_path(tiny_corpus, row))
+
+    subprocess.run([sys.executable, str(SYNTH_RECIPE / "synthdomains_prepare.py"),
+                    "--data_folder", str(tiny_corpus["data_folder"]), "--save_folder", str(tiny_corpus["save_folder"]),
+                    "--scale", str(tiny_corpus["scale"]), "--seed", "0"], check=True, capture_output=True)
+
+    for row in victims:
+        restored, _ = sf.read(audio_path(tiny_corpus, row))
+        np.testing.assert_array_equal(restored, before[row["ID"]], err_msg=row["ID"])
+    assert all(os.stat(p).st_mtime_ns == mtimes[p] for p in untouched)
+
+
+def test_engine_failure_is_counted_and_skipped(tiny_corpus, monkeypatch):
+    flite_rows = [r for r in read_manifest(tiny_corpus["save_folder"] / "pool.csv") if r["engine"] == "flite"][:2]
+    for row in flite_rows:
+        os.remove(audio_path(tiny_corpus, row))
+
+    def broken(self, text, voice):
+        raise engines.SynthesisError("simulated crash")
+
+    monkeypatch.setattr(engines.Flite, "synthesize", broken)
+    summary = synthdomains_prepare.prepare_synthdomains(
+        tiny_corpus["data_folder"], tiny_corpus["save_folder"], scale=tiny_corpus["scale"], seed=0, n_jobs=1)
+    assert summary["n_failed"] == len(flite_rows)
+    assert summary["failures_by_engine"] == {"flite": len(flite_rows)}
+    pool_ids = {r["ID"] for r in read_manifest(tiny_corpus["save_folder"] / "pool.csv")}
+    assert not pool_ids & {r["ID"] for r in flite_rows}
+
+    monkeypatch.undo()  # the engine works again: a re-run retries the failed utterances
+    summary = synthdomains_prepare.prepare_synthdomains(
+        tiny_corpus["data_folder"], tiny_corpus["save_folder"], scale=tiny_corpus["scale"], seed=0, n_jobs=1)
+    assert summary["n_failed"] == 0
+    assert {r["ID"] for r in flite_rows} <= {r["ID"] for r in read_manifest(tiny_corpus["save_folder"] / "pool.csv")}
+
+
+def test_missing_engine_names_its_package(tmp_path, monkeypatch):
+    import shutil
+
+    original = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "flite" else original(name))
+    with pytest.raises(texts.MissingTool, match="apt-get install flite"):
+        synthdomains_prepare.prepare_synthdomains(tmp_path / "d", tmp_path / "m", scale=0.01)
+    assert not (tmp_path / "m").exists()  # failed before writing anything
+
+
+def test_killed_run_leaves_only_complete_files(tiny_corpus, tmp_path):
+    data_folder = tmp_path / "data"
+    data_folder.mkdir()
+    os.symlink(tiny_corpus["data_folder"] / "texts", data_folder / "texts")  # skip the text extraction
+    process = subprocess.Popen(
+        [sys.executable, str(SYNTH_RECIPE / "synthdomains_prepare.py"), "--data_folder", str(data_folder),
+         "--save_folder", str(tmp_path / "manifests"), "--scale", "0.01", "--n_jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(data_folder.rglob("*.flac"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = list(data_folder.rglob("*.flac"))
+    assert finished, "the run was killed before writing anything"
+    for path in finished:
+        audio, rate = sf.read(path)
+        assert rate == 16000 and len(audio) > 0
+    assert not (tmp_path / "manifests" / "summary.json").exists()
