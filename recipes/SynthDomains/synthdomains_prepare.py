@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -99,6 +100,7 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     save_folder.mkdir(parents=True, exist_ok=True)
     texts = _cached_texts(data_folder / "texts")
     entries = corpus_plan.build_plan(texts, scale, seed)
+    _claim_data_folder(data_folder, corpus_plan.plan_hash(entries), options)
     rir_bank = _cached_rir_bank(data_folder / "rirs.npz", seed)
     _remove_partial_files(data_folder)
 
@@ -106,14 +108,15 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     jobs.sort(key=lambda job: ENGINE_COST[job[0]["voice"]["engine"]])
     results = _run_jobs(jobs, rir_bank, n_jobs or os.cpu_count() or 1)
 
-    durations = {utt_id: duration for utt_id, duration, _ in results if duration is not None}
-    failures = [(utt_id, error) for utt_id, _, error in results if error is not None]
+    durations = {utt_id: duration for utt_id, duration, _, _ in results if duration is not None}
+    failures = [(utt_id, error) for utt_id, _, error, _ in results if error is not None]
+    cpu_seconds = {utt_id: cpu for utt_id, _, _, cpu in results}
     for split in SPLITS:
         rows = [_manifest_row(e, durations[e["ID"]]) for e in entries
                 if e["split"] == split and e["ID"] in durations]
         _write_csv(save_folder / f"{split}.csv", rows)
 
-    summary = _summary(entries, durations, failures, versions, options, time.time() - start)
+    summary = _summary(entries, durations, failures, cpu_seconds, versions, options, time.time() - start)
     summary["plan_hash"] = corpus_plan.plan_hash(entries)
     _write_atomic(summary_path, json.dumps(summary, indent=2))
     logger.info("SynthDomains ready: %.2f h in %.0f s, %d failures",
@@ -137,6 +140,21 @@ def _is_complete(summary_path, data_folder, save_folder, options):
                 if not os.path.exists(row["wav"].replace("$data_root", str(data_folder))):
                     return False
     return True
+
+
+def _claim_data_folder(data_folder, plan_hash, options):
+    """Refuse to resume into audio made from another plan (another scale, seed or corpus version)."""
+    marker = data_folder / "plan.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text())
+        if previous["plan_hash"] != plan_hash:
+            raise RuntimeError(
+                f"{data_folder} holds a SynthDomains corpus of another plan ({previous['options']}, "
+                f"plan {previous['plan_hash']}); this run ({options}) would mix the two: "
+                "choose another --data_folder or delete that one"
+            )
+    else:
+        _write_atomic(marker, json.dumps({"plan_hash": plan_hash, "options": options}))
 
 
 def _engine_versions():
@@ -191,18 +209,25 @@ def _synthesize_job(job):
     entry, path, seed = job
     path = Path(path)
     if path.exists():
-        return entry["ID"], sf.info(str(path)).duration, None
+        return entry["ID"], sf.info(str(path)).duration, None, 0.0
+    cpu_start = _cpu_seconds()
     try:
         audio, rate = _worker_state["engines"].synthesize(entry["text"], entry["voice"])
     except engines.SynthesisError as exc:
-        return entry["ID"], None, f"{entry['voice']['engine']}: {exc}"
+        return entry["ID"], None, f"{entry['voice']['engine']}: {exc}", _cpu_seconds() - cpu_start
     rng = np.random.default_rng([seed, corpus_plan._stable_int(entry["ID"])])
     audio = augment.apply_channel(augment.to_16k(audio, rate), entry["aug"], rng, _worker_state["rir_bank"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     sf.write(str(tmp), audio, augment.SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     os.replace(tmp, path)
-    return entry["ID"], len(audio) / augment.SAMPLE_RATE, None
+    return entry["ID"], len(audio) / augment.SAMPLE_RATE, None, _cpu_seconds() - cpu_start
+
+
+def _cpu_seconds():
+    """CPU time of this process and of the engine programs it has waited for."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _run_jobs(jobs, rir_bank, n_jobs):
@@ -248,7 +273,7 @@ def _write_csv(path, rows):
     os.replace(tmp, path)
 
 
-def _summary(entries, durations, failures, versions, options, elapsed):
+def _summary(entries, durations, failures, cpu_seconds, versions, options, elapsed):
     hours = defaultdict(lambda: defaultdict(float))
     speakers = defaultdict(set)
     for entry in entries:
@@ -256,6 +281,11 @@ def _summary(entries, durations, failures, versions, options, elapsed):
             hours[entry["split"]][entry["domain"]] += durations[entry["ID"]] / 3600
             speakers[entry["split"]].add(entry["spk_id"])
     engine_of = {e["ID"]: e["voice"]["engine"] for e in entries}
+    made_now = [utt_id for utt_id, cpu in cpu_seconds.items() if cpu > 0 and utt_id in durations]
+    speed = defaultdict(lambda: [0.0, 0.0])
+    for utt_id in made_now:
+        speed[engine_of[utt_id]][0] += durations[utt_id]
+        speed[engine_of[utt_id]][1] += cpu_seconds[utt_id]
     return {
         "options": options,
         "hours": {s: {d: round(h, 4) for d, h in hours[s].items()} for s in SPLITS},
@@ -266,6 +296,7 @@ def _summary(entries, durations, failures, versions, options, elapsed):
         "n_failed": len(failures),
         "failures_by_engine": dict(Counter(engine_of[utt_id] for utt_id, _ in failures)),
         "failure_examples": [f"{utt_id}: {error}" for utt_id, error in failures[:20]],
+        "audio_s_per_cpu_s": {e: round(a / c, 1) for e, (a, c) in sorted(speed.items())},  # this run's files
         "engine_versions": versions,
         "python_packages": {p: _version_or_none(p) for p in PYTHON_PACKAGES},
         "debian_packages": _dpkg_versions(),
