@@ -127,10 +127,15 @@ def gather_ranges(offsets, rows):
 
 
 def segment_sums(values, offsets):
-    """Sum ``values`` over segments ``[offsets[i], offsets[i+1])`` (empty segments give 0)."""
-    cum = np.zeros(len(values) + 1, dtype=np.float64)
-    np.cumsum(values, out=cum[1:])
-    return cum[offsets[1:]] - cum[offsets[:-1]]
+    """Sum ``values`` over segments ``[offsets[i], offsets[i+1])`` (empty segments give 0).
+
+    ``offsets`` must start at 0 and end at ``len(values)``.
+    """
+    out = np.zeros(len(offsets) - 1, dtype=np.float64)
+    nonempty = offsets[1:] > offsets[:-1]
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(values, offsets[:-1][nonempty])
+    return out
 
 
 def ngram_keys(tokens, order, n_symbols):
@@ -362,10 +367,10 @@ class NgramLM:
             keys = ngram_keys(chunk.tokens, self.order, self.n_symbols)
         top = self.n_dense
         tables = self.log_tables if top == self.order else self.prob_tables
-        values = tables[top - 1][keys[top - 1]]
+        values = np.take(tables[top - 1], keys[top - 1])
         for m in range(1, top):  # utterance starts: shorter histories
             first = np.flatnonzero(chunk.pos == m - 1)
-            values[first] = tables[m - 1][keys[m - 1][first]]
+            values[first] = np.take(tables[m - 1], keys[m - 1][first])
         if top == self.order:
             return values
         prob = values
@@ -373,8 +378,10 @@ class NgramLM:
             history = np.empty_like(keys[m - 2])
             history[0] = 0
             history[1:] = keys[m - 2][:-1]
-            numerator = self.counts[m - 1][self.slots[m - 1](keys[m - 1])] + self.beta * prob
-            denominator = self.contexts[m - 1][self.slots[m - 2](history)] + self.beta
+            numerator = np.take(self.counts[m - 1], self.slots[m - 1](keys[m - 1]))
+            numerator += self.beta * prob
+            denominator = np.take(self.contexts[m - 1], self.slots[m - 2](history))
+            denominator += self.beta
             prob = np.where(chunk.pos >= m - 1, numerator / denominator, prob)
         return np.log(prob)
 

@@ -51,7 +51,10 @@ class DSIRSelector(Selector):
         log_ratio[0] = 0.0
         out = np.empty(len(units), dtype=np.float64)
         for chunk in iter_chunks(units, self.chunk_tokens):
-            per_token = log_ratio[hasher(chunk)].sum(axis=0)
+            feats = hasher(chunk)
+            per_token = np.take(log_ratio, feats[0])
+            for row in feats[1:]:
+                per_token += np.take(log_ratio, row)
             out[chunk.start : chunk.stop] = segment_sums(per_token, chunk.offsets)
         return out
 

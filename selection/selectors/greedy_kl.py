@@ -123,9 +123,9 @@ def greedy_kl_order(units, rows, durations, target, hasher, budget_seconds, n_ro
         gradient[0] = 0.0
         for start, stop in bounds:
             lo, hi = offsets[start], offsets[stop]
-            values = gradient[feats[0, lo:hi]]
+            values = np.take(gradient, feats[0, lo:hi])
             for row in feats[1:, lo:hi]:
-                values += gradient[row]
+                values += np.take(gradient, row)
             linear[start:stop] = segment_sums(values, offsets[start : stop + 1] - lo)
         ratio = np.where(alive, linear * per_second, -np.inf)
         n_alive = int(alive.sum())

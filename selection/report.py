@@ -1,0 +1,120 @@
+"""Report of a selection: composition plots and unit-distribution divergence to the target."""
+
+from collections import defaultdict
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from selection.atomic import atomic_path
+from selection.ngrams import NgramHasher
+
+
+def unit_kl(target_units, units, orders=(1,), hash_bits=15, eps=1.0):
+    """``KL(target || units)`` of hashed unit n-gram distributions (nats).
+
+    The target distribution is the plain relative frequency; the other is
+    add-``eps`` smoothed so the divergence stays finite.
+
+    Parameters
+    ----------
+    target_units, units : selection.units.UnitSet
+        Reference and compared sequences (same codebook).
+    orders : sequence of int
+        N-gram orders pooled together.
+    hash_bits : int
+        Buckets per hashed order.
+    eps : float
+        Smoothing of ``units``.
+
+    Returns
+    -------
+    float
+    """
+    hasher = NgramHasher(orders, units.n_clusters, hash_bits)
+    p = hasher.counts(target_units)[1:]
+    c = hasher.counts(units)[1:] + eps
+    p /= p.sum()
+    c /= c.sum()
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log(p[nz] / c[nz])))
+
+
+def domain_hours(manifest, ids=None):
+    """Hours per value of the ``domain`` column (``{}`` if the column is absent)."""
+    if "domain" not in manifest.fieldnames:
+        return {}
+    ids = manifest.ids if ids is None else ids
+    hours = defaultdict(float)
+    for utt_id in ids:
+        hours[manifest.row(utt_id)["domain"]] += manifest.duration(utt_id) / 3600.0
+    return dict(hours)
+
+
+def write_report(path, pool, subset_ids, target=None, pool_units=None, target_units=None):
+    """Plot subset vs pool vs target composition to a PNG, return the figures.
+
+    Panels: share of hours per domain (if manifests have a ``domain`` column),
+    duration distributions, and ``KL(target || X)`` of unit uni- and bigram
+    distributions for X = pool and X = subset (when units are given).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.png`` (written atomically).
+    pool : selection.manifest.Manifest
+        Pool manifest.
+    subset_ids : sequence of str
+        Selected IDs.
+    target : selection.manifest.Manifest, optional
+        Target manifest.
+    pool_units, target_units : selection.units.UnitSet, optional
+        Units for the divergence panel.
+
+    Returns
+    -------
+    dict
+        ``domain_hours`` per set and, with units, ``unit_kl_to_target`` per set
+        and order (for ``selection.json``).
+    """
+    sets = {"pool": (pool, pool.ids), "subset": (pool, list(subset_ids))}
+    if target is not None:
+        sets["target"] = (target, target.ids)
+    figures = {"domain_hours": {name: domain_hours(m, ids) for name, (m, ids) in sets.items()}}
+    fig = Figure(figsize=(15, 4.5))
+    ax_domain, ax_duration, ax_kl = fig.subplots(1, 3)
+
+    domains = sorted({d for hours in figures["domain_hours"].values() for d in hours})
+    width = 0.8 / len(sets)
+    for k, (name, hours) in enumerate(figures["domain_hours"].items()):
+        total = max(sum(hours.values()), 1e-12)
+        ax_domain.bar(np.arange(len(domains)) + k * width, [hours.get(d, 0) / total for d in domains],
+                      width, label=name)
+    ax_domain.set_xticks(np.arange(len(domains)) + width * (len(sets) - 1) / 2, domains, rotation=30)
+    ax_domain.set_ylabel("share of hours")
+    ax_domain.set_title("domain composition" if domains else "no domain column")
+    ax_domain.legend()
+
+    for name, (manifest, ids) in sets.items():
+        ax_duration.hist(manifest.durations_of(ids), bins=40, density=True, histtype="step", label=name)
+    ax_duration.set_xlabel("duration (s)")
+    ax_duration.set_ylabel("density")
+    ax_duration.set_title("durations")
+    ax_duration.legend()
+
+    if pool_units is not None and target_units is not None:
+        subset_units = pool_units.subset([i for i in subset_ids if i in pool_units])
+        kl = {}
+        for name, units in (("pool", pool_units), ("subset", subset_units)):
+            kl[name] = {f"order_{m}": unit_kl(target_units, units, orders=(m,)) for m in (1, 2)}
+        figures["unit_kl_to_target"] = kl
+        for k, name in enumerate(kl):
+            ax_kl.bar(np.arange(2) + k * 0.4, [kl[name]["order_1"], kl[name]["order_2"]], 0.4, label=name)
+        ax_kl.set_xticks(np.arange(2) + 0.2, ["unigram", "bigram"])
+        ax_kl.set_ylabel("KL(target || X) (nats)")
+        ax_kl.legend()
+    ax_kl.set_title("unit divergence to target" if "unit_kl_to_target" in figures
+                    else "unit divergence: no target units")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return figures
