@@ -7,6 +7,8 @@ streams ``(utt_id, feats)`` pairs so that the frames of a whole pool are never
 held in memory at once.
 """
 
+import contextlib
+
 import numpy as np
 import torch
 from speechbrain.lobes.features import MFCC
@@ -29,16 +31,22 @@ class MFCCExtractor:
         Append first and second derivatives (dimension ``3 * n_mfcc``).
     sample_rate : int
         Rate of the waveforms given.
+    threads : int or None
+        Torch intra-op threads while computing (restored afterwards); ``None``
+        keeps the current setting.
 
     Notes
     -----
-    Per-utterance calls are small tensor operations: they run fastest with
-    ``torch.set_num_threads(1)``; use several processes (one shard each, see
-    :func:`selection.units.shard_ids`) to use several cores.
+    Per-utterance calls are small tensor operations that gain nothing from
+    intra-op threads, and OpenMP spin-waiting makes them up to 50x slower when
+    cores are shared with other processes; hence ``threads=1`` by default. Use
+    several processes (one shard each, see :func:`selection.units.shard_ids`)
+    to use several cores.
     """
 
-    def __init__(self, n_mfcc=13, deltas=True, sample_rate=SAMPLE_RATE):
+    def __init__(self, n_mfcc=13, deltas=True, sample_rate=SAMPLE_RATE, threads=1):
         self.mfcc = MFCC(deltas=deltas, context=False, n_mfcc=n_mfcc, sample_rate=sample_rate)
+        self.threads = threads
         self.dim = n_mfcc * (3 if deltas else 1)
         self.frame_rate = sample_rate / 160.0
 
@@ -55,8 +63,22 @@ class MFCCExtractor:
         list of numpy.ndarray
             ``float32`` arrays ``[frames, dim]``.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(self.threads):
             return [self.mfcc(w.reshape(1, -1))[0].numpy() for w in wavs]
+
+
+@contextlib.contextmanager
+def _torch_threads(threads):
+    """Run a block with ``threads`` torch intra-op threads (``None``: unchanged)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class SSLExtractor:

@@ -16,7 +16,7 @@ from selection.units import UnitSet
 DOMAINS = ["formant", "concat", "parametric", "neural", "reverb", "noisytel", "nonenglish"]
 SHARES = [0.15, 0.15, 0.15, 0.10, 0.15, 0.15, 0.15]
 
-TARGET_AWARE = [ContrastiveLMSelector(), ContrastiveLMSelector(order=2), DSIRSelector(),
+TARGET_AWARE = [ContrastiveLMSelector(), ContrastiveLMSelector(order=3), DSIRSelector(),
                 DSIRSelector(gumbel=False), DivergenceSelector()]
 ALL = TARGET_AWARE + [RandomSelector(seed=1), LongestFirstSelector(), CoverageSelector(),
                       ClusterBalancedSelector(n_clusters=8)]

@@ -17,7 +17,11 @@ class ContrastiveLMSelector(Selector):
     Parameters
     ----------
     order : int
-        N-gram order of both LMs.
+        N-gram order of both LMs. Orders whose table fits in ``2**hash_bits``
+        entries are exact (order 2 for k = 500 with the default); higher ones
+        are hashed, and collisions blur the pool LM when ``2**hash_bits`` is not
+        well above the number of distinct n-grams (order 3 on 1M utterances of
+        k = 500 units needs ``hash_bits >= 24``).
     beta : float
         Smoothing prior strength.
     hash_bits : int
@@ -28,7 +32,7 @@ class ContrastiveLMSelector(Selector):
 
     needs_target = True
 
-    def __init__(self, order=3, beta=1.0, hash_bits=20, chunk_tokens=1 << 20):
+    def __init__(self, order=2, beta=1.0, hash_bits=20, chunk_tokens=1 << 20):
         self.order = int(order)
         self.beta = float(beta)
         self.hash_bits = int(hash_bits)

@@ -50,14 +50,17 @@ def _exact_decrease(feats, offsets, rows, q, subset, total, eps, smooth_total):
     """Exact KL decrease of adding each of ``rows`` alone to the subset."""
     positions, local = gather_ranges(offsets, rows)
     n_features = len(q)
-    owner = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(local))
-    keys = (owner[None, :] * n_features + feats[:, positions]).ravel()
-    keys = keys[keys % n_features != 0]
-    keys, counts = np.unique(keys, return_counts=True)
-    owner, bucket = np.divmod(keys, n_features)
+    dtype = np.uint32 if len(rows) * n_features < 2**32 else np.int64
+    owner = np.repeat(np.arange(len(rows), dtype=dtype) * dtype(n_features), np.diff(local))
+    buckets = feats[:, positions]
+    keys = (owner[None, :] + buckets)[buckets != 0]
+    keys.sort()
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(starts, len(keys))).astype(np.float64)
+    owner, bucket = np.divmod(keys[starts].astype(np.int64), n_features)
     base = subset[bucket] + eps
     term = q[bucket] * (np.log(base + counts) - np.log(base))
-    size = np.bincount(owner, weights=counts.astype(np.float64), minlength=len(rows))
+    size = np.bincount(owner, weights=counts, minlength=len(rows))
     gain = np.bincount(owner, weights=term, minlength=len(rows))
     return gain - np.log((total + size + smooth_total) / (total + smooth_total))
 
@@ -117,9 +120,9 @@ def greedy_kl_order(units, rows, durations, target, hasher, budget_seconds, n_ro
     subset = np.zeros(n_features)
     total, picked_seconds = 0.0, 0.0
     picked, picked_scores = [], []
-    linear = np.zeros(len(units))
+    linear = np.zeros(len(units), dtype=np.float32)
     while picked_seconds < budget_seconds and alive.any():
-        gradient = q / (subset + eps) - 1.0 / (total + smooth_total)
+        gradient = (q / (subset + eps) - 1.0 / (total + smooth_total)).astype(np.float32)
         gradient[0] = 0.0
         for start, stop in bounds:
             lo, hi = offsets[start], offsets[stop]
