@@ -1,0 +1,13 @@
+"""Unsupervised training-data selection on discrete speech units.
+
+Modules, in pipeline order:
+
+* :mod:`selection.manifest` -- read and validate SpeechBrain CSV manifests;
+* :mod:`selection.audio` -- 16 kHz mono loading with documented skips;
+* :mod:`selection.features` -- MFCC or HF SSL hidden-layer features, streamed;
+* :mod:`selection.units` -- k-means units keyed by utterance ID, sharding;
+* :mod:`selection.ngrams` -- vectorised unit n-gram statistics and LMs;
+* :mod:`selection.selectors` -- the selectors (one ``Selector`` contract);
+* :mod:`selection.outputs` / :mod:`selection.report` -- artefacts of a selection;
+* :mod:`selection.synthetic` -- synthetic unit corpora for tests and benchmarks.
+"""

@@ -68,7 +68,7 @@ class ClusterBalancedSelector(Selector):
         return labels
 
     def rank(self, ids, durations, units, rows, target_units, budget_seconds):
-        """Round-robin order over clusters; scores are the cluster labels."""
+        """Round-robin order over clusters; no scores (see :meth:`clusters` for the labels)."""
         rng = np.random.default_rng(self.seed + 1)
         labels = self.clusters(units, rows)
         shuffle = rng.permutation(len(rows))
@@ -79,7 +79,7 @@ class ClusterBalancedSelector(Selector):
         turn[by_cluster] = np.arange(len(rows)) - first
         cluster_rank = rng.permutation(int(labels.max()) + 1)
         order = np.lexsort((cluster_rank[labels], turn))
-        return order, labels[order].astype(np.float64)
+        return order, None
 
     def settings(self):
         """Constructor arguments."""
