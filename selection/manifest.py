@@ -78,10 +78,6 @@ class Manifest:
     def __contains__(self, utt_id):
         return utt_id in self._index
 
-    def index(self, utt_id):
-        """Row position of ``utt_id`` (file order)."""
-        return self._index[utt_id]
-
     def row(self, utt_id):
         """Raw row (dict of strings) of ``utt_id``."""
         return self.rows[self._index[utt_id]]

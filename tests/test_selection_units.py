@@ -128,6 +128,10 @@ def test_sharded_units_equal_single_process(audio_manifest, tmp_path):
     assert merged.frame_rate == 100.0 and merged.n_clusters == 8
     with pytest.raises(UnitError, match="more than one shard"):
         merge_unit_shards([paths[0], paths[0]])
+    deduped = extract_units(iter_features(AudioStream(audio_manifest), extractor), codebook, 100.0,
+                            dedup=True)
+    assert deduped.dedup and np.all(deduped.lengths <= single.lengths)
+    assert all(np.all(np.diff(deduped[i]) != 0) for i in deduped.ids)
 
 
 def test_shard_ids_partition():
