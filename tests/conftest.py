@@ -21,7 +21,8 @@ def _save_tiny_ssl(folder, config_class, model_class):
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4, layerdrop=0.0,
+        num_conv_pos_embedding_groups=4, layerdrop=0.0, hidden_dropout=0.1, attention_dropout=0.1,
+        feat_extract_norm="layer",  # per-frame norm: outputs do not depend on batch padding
     )
     model_class(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(
@@ -33,7 +34,7 @@ def _save_tiny_ssl(folder, config_class, model_class):
 
 @pytest.fixture(scope="session")
 def tiny_wavlm_dir(tmp_path_factory):
-    """A 2-layer, 32-wide WavLM saved with ``save_pretrained`` (loads offline)."""
+    """A 2-layer, 32-wide WavLM (dropout 0.1) saved with ``save_pretrained`` (loads offline)."""
     import torch
     from transformers import WavLMConfig, WavLMModel
 
@@ -43,7 +44,7 @@ def tiny_wavlm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_hubert_dir(tmp_path_factory):
-    """A 2-layer, 32-wide HuBERT saved with ``save_pretrained`` (loads offline)."""
+    """A 2-layer, 32-wide HuBERT (dropout 0.1) saved with ``save_pretrained`` (loads offline)."""
     import torch
     from transformers import HubertConfig, HubertModel
 

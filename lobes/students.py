@@ -1,0 +1,161 @@
+"""Distillation students: DistilHuBERT and FitHuBERT, built from a teacher's HF config.
+
+Each student is a stock transformers encoder of the teacher's class (HuBERT,
+WavLM, wav2vec 2.0) with a smaller config, plus prediction heads used only in
+training. :meth:`SSLStudent.export` writes the encoder with ``save_pretrained``
+and a feature-extractor config, so the student loads with
+``AutoModel.from_pretrained`` and SpeechBrain's HF wrapper like any public
+model. FitHuBERT's optional time-reduction layer is not implemented (it has no
+stock HF config); the students here keep the teacher's 50 frames per second.
+"""
+
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lobes.encoder import run_encoder
+
+logger = logging.getLogger(__name__)
+
+
+def student_config(teacher_config, **changes):
+    """A copy of the teacher's config with ``changes``; layerdrop and input masking off."""
+    config = teacher_config.__class__.from_dict(teacher_config.to_dict())
+    for key, value in changes.items():
+        if not hasattr(config, key):
+            raise ValueError(f"{type(config).__name__} has no setting '{key}'")
+        setattr(config, key, value)
+    config.layerdrop = 0.0
+    config.mask_time_prob = 0.0  # the student sees its whole input (no SpecAugment in distillation)
+    config.mask_feature_prob = 0.0
+    return config
+
+
+def copy_matching_weights(source, target):
+    """Copy every parameter whose name and shape match; returns the names copied."""
+    source_state = source.state_dict()
+    target_state = target.state_dict()
+    copied = [k for k, v in target_state.items() if k in source_state and source_state[k].shape == v.shape]
+    target.load_state_dict({**target_state, **{k: source_state[k] for k in copied}})
+    return copied
+
+
+class SSLStudent(nn.Module):
+    """An HF encoder that predicts chosen teacher layers.
+
+    Parameters
+    ----------
+    config : transformers.PretrainedConfig
+        The student encoder's config.
+    normalize, use_mask : bool
+        Input policy, the teacher's (see :func:`lobes.encoder.input_policy`).
+    target_layers : sequence of int
+        Teacher hidden-state indices the heads predict.
+    """
+
+    def __init__(self, config, normalize, use_mask, target_layers):
+        from transformers import AutoModel
+
+        super().__init__()
+        self.encoder = AutoModel.from_config(config)
+        self.normalize = normalize
+        self.use_mask = use_mask
+        self.target_layers = [int(layer) for layer in target_layers]
+
+    def forward(self, wavs, wav_lens):
+        """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``."""
+        hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
+        return self.predict(hidden), frame_lengths
+
+    def predict(self, hidden):
+        raise NotImplementedError
+
+    def export(self, folder):
+        """Write the encoder as an HF model folder (``save_pretrained`` + feature extractor), atomically."""
+        from transformers import Wav2Vec2FeatureExtractor
+
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.encoder.save_pretrained(tmp)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                 do_normalize=self.normalize, return_attention_mask=self.use_mask).save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return folder
+
+
+class DistilHuBERT(SSLStudent):
+    """DistilHuBERT: the teacher's CNN + its first ``n_layers`` layers, with expand-last heads.
+
+    Heads: ``Linear(D, D * N) -> GELU`` on the last student layer, then one
+    ``Linear(D, D_teacher)`` per predicted teacher layer.
+
+    Parameters
+    ----------
+    teacher : lobes.encoder.FrozenTeacher
+        Source of the config, the input policy and (optionally) the initial weights.
+    n_layers : int
+        Student transformer layers (2 in DistilHuBERT).
+    target_layers : sequence of int
+        Teacher layers to predict (4, 8, 12 for a 12-layer teacher).
+    init_from_teacher : bool
+        Copy the CNN, projection, positional convolution and first layers.
+    """
+
+    def __init__(self, teacher, n_layers=2, target_layers=(4, 8, 12), init_from_teacher=True):
+        config = student_config(teacher.config, num_hidden_layers=n_layers)
+        super().__init__(config, teacher.normalize, teacher.use_mask, target_layers)
+        _check_layers(self.target_layers, teacher.num_layers)
+        if init_from_teacher:
+            copied = copy_matching_weights(teacher.model, self.encoder)
+            logger.info("DistilHuBERT: %d tensors initialised from the teacher", len(copied))
+        dim, n_targets = config.hidden_size, len(self.target_layers)
+        self.expand = nn.Sequential(nn.Linear(dim, dim * n_targets), nn.GELU())
+        self.heads = nn.ModuleList(nn.Linear(dim, teacher.hidden_size) for _ in range(n_targets))
+
+    def predict(self, hidden):
+        last = hidden[-1]
+        expanded = self.expand(last).unflatten(-1, (len(self.heads), last.shape[-1]))
+        return torch.stack([head(expanded[..., i, :]) for i, head in enumerate(self.heads)])
+
+
+class FitHuBERT(SSLStudent):
+    """FitHuBERT: thin and deep, trained from scratch with a hint head on every layer.
+
+    Parameters
+    ----------
+    teacher : lobes.encoder.FrozenTeacher
+        Source of the config family and the input policy.
+    hidden_size, ffn_dim, n_heads : int
+        Width of the student (FitHuBERT: 480, 480, 12 for a 768-wide teacher).
+    n_layers : int, optional
+        Depth (default: the teacher's). Student layer ``i`` predicts teacher layer
+        ``round(i * L_teacher / n_layers)``.
+    conv_channels : sequence of int
+        Channels of the 7 CNN layers (thin front-end).
+    """
+
+    def __init__(self, teacher, hidden_size=480, ffn_dim=480, n_heads=12, n_layers=None,
+                 conv_channels=(128, 128, 256, 256, 512, 512, 512)):
+        n_layers = n_layers or teacher.num_layers
+        config = student_config(
+            teacher.config, hidden_size=hidden_size, intermediate_size=ffn_dim, num_attention_heads=n_heads,
+            num_hidden_layers=n_layers, conv_dim=tuple(conv_channels),
+            num_conv_pos_embedding_groups=math.gcd(hidden_size, teacher.config.num_conv_pos_embedding_groups))
+        targets = [round(i * teacher.num_layers / n_layers) for i in range(1, n_layers + 1)]
+        super().__init__(config, teacher.normalize, teacher.use_mask, targets)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, teacher.hidden_size) for _ in targets)
+
+    def predict(self, hidden):
+        return torch.stack([head(hidden[i + 1]) for i, head in enumerate(self.heads)])
+
+
+def _check_layers(layers, n_teacher_layers):
+    bad = [layer for layer in layers if not 0 <= layer <= n_teacher_layers]
+    if bad:
+        raise ValueError(f"target layers {bad} outside the teacher's hidden states 0..{n_teacher_layers}")

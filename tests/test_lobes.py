@@ -1,0 +1,115 @@
+"""Teacher wrapper, students, losses and the teacher-target cache."""
+
+import pytest
+import torch
+
+from lobes.encoder import FrozenTeacher, frame_mask
+from lobes.losses import hint_mse_loss, l1_cosine_loss
+from lobes.students import DistilHuBERT, FitHuBERT
+from lobes.target_cache import build_target_cache
+
+
+@pytest.fixture(params=["tiny_hubert_dir", "tiny_wavlm_dir"])
+def teacher(request):
+    return FrozenTeacher(request.getfixturevalue(request.param))
+
+
+def test_teacher_is_frozen_and_deterministic(teacher):
+    wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.7])
+    teacher.train()  # what Brain does every epoch: must not switch dropout on
+    first, frames = teacher(wavs, lens)
+    second, _ = teacher(wavs, lens)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert torch.equal(first, second)
+    assert first.shape[:2] == (teacher.num_layers + 1, 2) and first.dtype == torch.float32
+    assert frames.tolist() == [24, 17]
+
+
+def test_padding_does_not_change_the_loss(teacher):
+    torch.manual_seed(0)
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2]).eval()
+    short = torch.randn(1, 6000)
+    padded = torch.cat([short, torch.zeros(1, 4000)], dim=1)
+    batch = torch.cat([padded, torch.randn(1, 10000)])
+
+    def loss_of(wavs, lens):
+        predictions, frames = student(wavs, lens)
+        hidden, _ = teacher(wavs, lens)
+        targets = hidden[student.target_layers]
+        # the first utterance only: mask out the second one
+        mask = frame_mask(frames, predictions.shape[2]) & (torch.arange(len(wavs)) == 0)[:, None]
+        return l1_cosine_loss(predictions, targets, mask)[0]
+
+    alone = loss_of(short, torch.tensor([1.0]))
+    in_batch = loss_of(batch, torch.tensor([0.6, 1.0]))
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+
+
+def test_distilhubert_starts_from_the_teacher(teacher):
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2])
+    for name in ("feature_extractor.conv_layers.0.conv.weight", "encoder.layers.0.attention.q_proj.weight"):
+        assert torch.equal(student.encoder.state_dict()[name], teacher.model.state_dict()[name])
+    predictions, _ = student(torch.randn(2, 8000), torch.tensor([1.0, 1.0]))
+    assert predictions.shape == (2, 2, 24, teacher.hidden_size)
+
+
+def test_fithubert_is_thin_with_a_hint_per_layer(teacher):
+    student = FitHuBERT(teacher, hidden_size=16, ffn_dim=16, n_heads=2, conv_channels=(16,) * 7)
+    assert student.target_layers == [1, 2]
+    predictions, _ = student(torch.randn(1, 8000), torch.tensor([1.0]))
+    assert predictions.shape == (2, 1, 24, teacher.hidden_size)
+    assert sum(p.numel() for p in student.encoder.parameters()) < sum(p.numel() for p in teacher.parameters())
+
+
+def test_loss_decreases_over_a_few_steps(teacher):
+    torch.manual_seed(0)
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2])
+    optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3)
+    wavs, lens = torch.randn(4, 8000), torch.ones(4)
+    hidden, frames = teacher(wavs, lens)
+    losses = []
+    for _ in range(8):
+        predictions, _ = student(wavs, lens)
+        loss, per_layer = l1_cosine_loss(predictions, hidden[student.target_layers], frame_mask(frames, 24))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert per_layer.shape == (2,)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_hint_loss_weights_layers():
+    predictions, targets = torch.zeros(2, 1, 3, 4), torch.ones(2, 1, 3, 4)
+    targets[1] *= 2
+    mask = torch.tensor([[True, True, False]])
+    total, per_layer = hint_mse_loss(predictions, targets, mask, weights=[0.1, 1.0])
+    assert per_layer.tolist() == [1.0, 4.0]
+    assert total.item() == pytest.approx(0.1 * 1.0 + 1.0 * 4.0)
+
+
+def test_exported_student_loads_offline(teacher, tmp_path):
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+    from transformers import AutoModel
+
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[2])
+    folder = student.export(tmp_path / "student")
+    model = AutoModel.from_pretrained(folder)
+    assert type(model) is type(teacher.model) and model.config.num_hidden_layers == 1
+    wrapped = Wav2Vec2(str(folder), save_path=str(tmp_path / "sb"), freeze=True, output_all_hiddens=True)
+    hidden = wrapped(torch.randn(1, 8000), torch.tensor([1.0]))
+    assert hidden.shape == (2, 1, 24, teacher.hidden_size)
+
+
+def test_target_cache_round_trip(teacher, tmp_path):
+    wavs, lens = torch.randn(3, 8000), torch.tensor([1.0, 0.8, 0.5])
+    batches = [(["a", "b"], wavs[:2], lens[:2]), (["c"], wavs[2:, :4000], torch.tensor([1.0]))]
+    cache = build_target_cache(teacher, batches, [0, 2], tmp_path / "cache")
+    hidden, frames = teacher(wavs[:2], lens[:2])
+    assert len(cache) == 3 and cache.frames("b") == int(frames[1])
+    got = cache.get("b", start=3, n_frames=5)
+    expected = hidden[[0, 2], 1, 3:8].permute(1, 0, 2)
+    assert got.shape == (5, 2, teacher.hidden_size)
+    assert torch.allclose(got, expected, atol=2e-2 * expected.abs().max())  # fp16 storage
+    again = build_target_cache(teacher, [], [0, 2], tmp_path / "cache")  # complete: reused, not rebuilt
+    assert torch.equal(again.get("a"), cache.get("a"))
