@@ -8,12 +8,15 @@ held in memory at once.
 """
 
 import contextlib
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import torch
 from speechbrain.lobes.features import MFCC
 
 from selection.audio import SAMPLE_RATE
+from selection.outputs import file_sha256
 
 
 class MFCCExtractor:
@@ -46,9 +49,16 @@ class MFCCExtractor:
 
     def __init__(self, n_mfcc=13, deltas=True, sample_rate=SAMPLE_RATE, threads=1):
         self.mfcc = MFCC(deltas=deltas, context=False, n_mfcc=n_mfcc, sample_rate=sample_rate)
+        self.n_mfcc = int(n_mfcc)
+        self.deltas = bool(deltas)
+        self.sample_rate = int(sample_rate)
         self.threads = threads
         self.dim = n_mfcc * (3 if deltas else 1)
         self.frame_rate = sample_rate / 160.0
+
+    def settings(self):
+        """What identifies these features (for stage hashes and provenance)."""
+        return {"kind": "mfcc", "n_mfcc": self.n_mfcc, "deltas": self.deltas, "sample_rate": self.sample_rate}
 
     def __call__(self, wavs):
         """Features of each waveform.
@@ -114,6 +124,7 @@ class SSLExtractor:
         from transformers import AutoFeatureExtractor, AutoModel
 
         self.device = torch.device(device)
+        self.source = str(source)
         self.model = AutoModel.from_pretrained(str(source)).to(self.device).eval()
         self.model.requires_grad_(False)
         config = self.model.config
@@ -133,6 +144,21 @@ class SSLExtractor:
         self.frame_rate = SAMPLE_RATE / float(np.prod(self.strides))
         self.dim = config.hidden_size
         self.min_samples = self._receptive_field()
+
+    def settings(self):
+        """What identifies these features (for stage hashes and provenance).
+
+        A local model folder is identified by the SHA-256 of its files as well
+        as its path, so retraining a model in place never reuses stale units.
+        """
+        settings = {"kind": "ssl", "source": self.source, "layer": self.layer}
+        folder = Path(self.source)
+        if folder.is_dir():
+            digest = hashlib.sha256()
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                digest.update(f"{path.relative_to(folder)}:{file_sha256(path)}\n".encode())
+            settings["files_sha256"] = digest.hexdigest()
+        return settings
 
     def _receptive_field(self):
         field = 1

@@ -119,15 +119,17 @@ class UnitPipeline:
         Returns
         -------
         Path
-            The file written (a shard when ``world_size > 1``); skipped when it exists.
+            The file written (a shard when ``world_size > 1``). Skipped when it
+            exists, or when the merged units of the whole manifest do.
         """
         out = self.units_path(codebook_path, manifest, name)
-        if world_size > 1:
+        if world_size > 1 and not out.exists():
             out = shard_path(out, rank, world_size)
         if out.exists():
             logger.info("units stage done for %s, keeping %s", name, out)
             return out
         ids = shard_ids(manifest.ids, rank, world_size)
+        logger.info("units stage: %d utterances of %s -> %s", len(ids), name, out)
         stream = AudioStream(manifest, ids)
         units = extract_units(iter_features(stream, self.extractor, self.batch_size), codebook,
                               self.extractor.frame_rate, self.dedup)
@@ -139,10 +141,17 @@ class UnitPipeline:
         return out
 
     def merge_units(self, manifest, name, codebook_path, world_size):
-        """Merge the shards of every rank into one unit set (main process, after a barrier)."""
+        """Merge the shards of every rank into one unit set (main process, after a barrier).
+
+        The shards are deleted once the merged file is in place; the merged
+        file is the cache from then on, whatever the number of processes.
+        """
         out = self.units_path(codebook_path, manifest, name)
         if world_size > 1 and not out.exists():
-            merge_unit_shards([shard_path(out, r, world_size) for r in range(world_size)], out)
+            shards = [shard_path(out, r, world_size) for r in range(world_size)]
+            merge_unit_shards(shards, out)
+            for shard in shards:
+                shard.unlink()
         return UnitSet.load(out)
 
     def run(self, fit_manifest, manifests):

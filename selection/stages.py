@@ -1,0 +1,280 @@
+"""The whole selection run as one call: features -> k-means -> units -> selection -> outputs.
+
+:func:`run_selection` is what recipes call (the selection recipe and, under
+``run_on_main``, the distillation recipe). Every stage is cached under a hash of
+what it depends on and skipped when its output exists:
+
+* k-means codebook and units: :class:`selection.pipeline.UnitPipeline`, in
+  ``units_folder`` (hash-keyed, so one folder can be shared by every selector);
+* selection: keyed by the units files, the selector class and settings, the
+  budget, the seed and the pool and target manifests; ``selection.json`` is
+  written last and records that key, so a run killed while writing the outputs
+  redoes the selection stage only.
+
+The k-means codebook is fitted on the pool only (never on the target), so that
+one codebook and one set of pool units serve every selector, with or without a
+target, and selectors are compared on the same units.
+
+Outputs in ``output_folder`` (each written to a temporary file and renamed):
+
+* ``subset.csv``: the selected pool rows, unchanged (SpeechBrain CSV), best first;
+* ``len_for_bucket/subset.csv``: s3prl list (``file_path`` = that folder,
+  ``sets: [subset]``, root = ``data_root``);
+* ``fairseq/train.tsv``: fairseq audio list (``task.data`` = that folder);
+* ``scores.csv``: ``ID,score`` of the selected utterances, when the selector scores;
+* ``report.png``: composition and unit divergence (:func:`selection.report.write_report`);
+* ``selection.json``: selector, settings, budget, hours, seed, input hashes,
+  unit quality, per-domain hours and unit KL to the target.
+"""
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from selection.atomic import atomic_write_text
+from selection.manifest import read_manifest
+from selection.outputs import (count_samples, file_sha256, write_fairseq_tsv, write_len_for_bucket_csv,
+                               write_selection_json, write_subset_csv)
+from selection.pipeline import UnitPipeline, config_hash
+from selection.report import write_report
+from selection.selectors.base import SelectionResult, TargetError
+from selection.units import unit_quality
+
+logger = logging.getLogger(__name__)
+
+SUBSET = "subset.csv"
+SELECTION_JSON = "selection.json"
+SCORES = "scores.csv"
+REPORT = "report.png"
+LEN_FOR_BUCKET = Path("len_for_bucket") / "subset.csv"
+FAIRSEQ_TSV = Path("fairseq") / "train.tsv"
+
+
+def resolve_budget(pool, budget_hours=None, budget_fraction=None):
+    """Budget in hours: ``budget_hours`` when given, else ``budget_fraction`` of the pool's hours.
+
+    Parameters
+    ----------
+    pool : selection.manifest.Manifest
+        Pool manifest.
+    budget_hours : float, optional
+        Absolute budget (takes precedence).
+    budget_fraction : float, optional
+        Share of the pool hours, in ``(0, 1]``.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If neither is given, or the result is not positive.
+
+    Example
+    -------
+    >>> from selection.manifest import Manifest
+    >>> pool = Manifest("pool.csv", ["ID", "duration", "wav"],
+    ...                 [{"ID": "a", "duration": "1800", "wav": "a.flac"},
+    ...                  {"ID": "b", "duration": "1800", "wav": "b.flac"}])
+    >>> resolve_budget(pool, budget_fraction=0.1)
+    0.1
+    """
+    if budget_hours is not None:
+        budget = float(budget_hours)
+    elif budget_fraction is not None:
+        if not 0 < budget_fraction <= 1:
+            raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
+        budget = float(budget_fraction) * pool.total_hours
+    else:
+        raise ValueError("give budget_hours or budget_fraction")
+    if not budget > 0:
+        raise ValueError(f"budget must be > 0 hours, got {budget}")
+    return budget
+
+
+def load_selection(output_folder):
+    """The :class:`~selection.selectors.base.SelectionResult` stored in ``output_folder``.
+
+    Parameters
+    ----------
+    output_folder : str or os.PathLike
+        Folder written by :func:`run_selection`.
+
+    Returns
+    -------
+    SelectionResult
+        IDs in ``subset.csv`` order, scores from ``scores.csv`` (``None`` if absent).
+    """
+    folder = Path(output_folder)
+    record = json.loads((folder / SELECTION_JSON).read_text(encoding="utf-8"))
+    with open(folder / SUBSET, newline="", encoding="utf-8") as handle:
+        ids = [row["ID"] for row in csv.DictReader(handle)]
+    scores = None
+    if (folder / SCORES).exists():
+        with open(folder / SCORES, newline="", encoding="utf-8") as handle:
+            scores = np.array([float(row["score"]) for row in csv.DictReader(handle)])
+    return SelectionResult(ids=ids, hours=record["hours"], budget_hours=record["budget_hours"], scores=scores,
+                           selector=record["selector"], settings=record["settings"])
+
+
+def _no_barrier():
+    """Single process: nothing to wait for."""
+
+
+def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_settings, selector, output_folder,
+                  units_folder=None, budget_hours=None, budget_fraction=0.1, seed=0, rank=0, world_size=1,
+                  barrier=None):
+    """Select a subset of the pool under an hours budget; write and return it (cached stages).
+
+    Parameters
+    ----------
+    pool_manifest : str or os.PathLike
+        SpeechBrain CSV of the candidate utterances (``ID,duration,wav,...``).
+    target_manifest : str or os.PathLike or None
+        SpeechBrain CSV of target-domain audio; ``None`` (or a file without
+        rows) for target-free selection.
+    data_root : str or os.PathLike
+        Replacement for ``$data_root`` in both manifests.
+    extractor : callable
+        Feature extractor with ``settings()``, ``frame_rate`` (see
+        :mod:`selection.features`).
+    unit_settings : dict
+        Keyword arguments of :class:`selection.pipeline.UnitPipeline` other
+        than the extractor, folder and seed: ``n_clusters`` (required),
+        ``fit_hours``, ``max_fit_frames``, ``frames_per_utterance``, ``dedup``,
+        ``batch_size``, ``kmeans_settings``.
+    selector : selection.selectors.base.Selector
+        The selector (its own seed is part of its settings).
+    output_folder : str or os.PathLike
+        Where the outputs go (see module notes).
+    units_folder : str or os.PathLike, optional
+        Cache of codebooks and units (default: ``output_folder/units``).
+    budget_hours : float, optional
+        Audio to select; when ``None``, ``budget_fraction`` of the pool hours
+        (see :func:`resolve_budget`). A budget at least the pool takes the
+        whole pool, with a warning.
+    budget_fraction : float
+        Share of the pool used when ``budget_hours`` is ``None``.
+    seed : int
+        Seed of the k-means sample and fit; recorded in ``selection.json``.
+    rank, world_size : int
+        This process and the number of processes sharing the unit extraction.
+    barrier : callable, optional
+        Blocks until every process reaches it (e.g.
+        ``speechbrain.utils.distributed.ddp_barrier``); required when
+        ``world_size > 1``. Every rank calls it three times: after rank 0 fits
+        k-means, after each rank extracts its shard of units, and after rank 0
+        merged the shards and wrote the selection.
+
+    Returns
+    -------
+    tuple of (pathlib.Path, SelectionResult)
+        ``subset.csv`` and the selection (on every rank).
+
+    Raises
+    ------
+    selection.manifest.ManifestError
+        For a malformed manifest (the message names the file and line).
+    selection.selectors.base.TargetError
+        If the selector is target-aware and the target manifest is missing or empty.
+    selection.units.UnitError
+        If k-means cannot be fitted (e.g. fewer frames than ``n_clusters``) or is degenerate.
+    ValueError
+        For an empty pool, a bad budget, or ``world_size > 1`` without a barrier.
+    """
+    if world_size > 1 and barrier is None:
+        raise ValueError("world_size > 1 needs a barrier")
+    barrier = barrier or _no_barrier
+    output_folder = Path(output_folder)
+    units_folder = Path(units_folder) if units_folder is not None else output_folder / "units"
+    pool = read_manifest(pool_manifest, data_root=data_root)
+    target = read_manifest(target_manifest, data_root=data_root) if target_manifest is not None else None
+    if len(pool) == 0:
+        raise ValueError(f"{pool.path}: the pool manifest has no utterances")
+    if target is not None and len(target) == 0:
+        logger.warning("%s: target manifest without utterances, selecting without a target", target.path)
+        target = None
+    if selector.needs_target and target is None:
+        raise TargetError(f"{type(selector).__name__} is target-aware but the target manifest "
+                          f"{target_manifest} is {'missing' if target_manifest is None else 'empty'}")
+    budget = resolve_budget(pool, budget_hours, budget_fraction)
+
+    feature_settings = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
+    pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder, seed=seed, **unit_settings)
+    if rank == 0:
+        codebook, codebook_path = pipeline.fit_codebook(pool)
+    barrier()
+    if rank != 0:
+        codebook, codebook_path = pipeline.fit_codebook(pool)  # loads what rank 0 wrote
+    manifests = {"pool": pool} if target is None else {"pool": pool, "target": target}
+    for name, manifest in manifests.items():
+        pipeline.extract(manifest, name, codebook, codebook_path, rank, world_size)
+    barrier()
+    if rank == 0:
+        units = {name: pipeline.merge_units(m, name, codebook_path, world_size) for name, m in manifests.items()}
+        inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
+                  "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
+        if target is not None:
+            inputs.update(target_manifest=target.path,
+                          target_units=pipeline.units_path(codebook_path, target, "target"))
+        provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
+                      "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
+                      "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
+        result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance)
+    barrier()
+    if rank != 0:
+        result = load_selection(output_folder)
+    return output_folder / SUBSET, result
+
+
+def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance):
+    """Run the selector and write every output, unless done for the same key."""
+    key = config_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
+                                  for name, p in inputs.items() if name != "codebook"},
+                       "data_root": str(Path(pool.data_root).resolve()), "selector": type(selector).__name__,
+                       "settings": selector.settings(), "budget_hours": budget, "seed": seed})
+    record_path = output_folder / SELECTION_JSON
+    outputs = [output_folder / name for name in (SUBSET, REPORT, LEN_FOR_BUCKET, FAIRSEQ_TSV)]
+    if record_path.exists() and all(p.exists() for p in outputs):
+        if json.loads(record_path.read_text(encoding="utf-8")).get("stage_hash") == key:
+            logger.info("selection stage done (%s), keeping %s", key, output_folder)
+            return load_selection(output_folder)
+    pool_units, target_units = units["pool"], units.get("target")
+    logger.info("selection stage (%s): %s, budget %.3f h of %.3f h", key, type(selector).__name__, budget,
+                pool.total_hours)
+    result = selector.select(pool, pool_units, budget, target_units)
+    logger.info("selected %d utterances, %.3f h", result.n_utterances, result.hours)
+
+    write_subset_csv(pool, result.ids, output_folder / SUBSET)
+    samples = count_samples(pool, result.ids)
+    write_len_for_bucket_csv(pool, result.ids, output_folder / LEN_FOR_BUCKET, pool.data_root, samples)
+    write_fairseq_tsv(pool, result.ids, output_folder / FAIRSEQ_TSV, pool.data_root, samples)
+    _write_scores(output_folder / SCORES, result)
+    figures = write_report(output_folder / REPORT, pool, result.ids, target, pool_units, target_units)
+
+    for name, unit_set in units.items():
+        provenance["unit_quality"][name] = unit_quality(unit_set.flat, unit_set.n_clusters).as_dict()
+    extra = {"stage_hash": key, "pool_hours": pool.total_hours, "pool_utterances": len(pool),
+             "pool_utterances_without_units": sum(i not in pool_units for i in pool.ids), **provenance, **figures,
+             "outputs": {"subset": SUBSET, "len_for_bucket": str(LEN_FOR_BUCKET), "fairseq_tsv": str(FAIRSEQ_TSV),
+                         "report": REPORT, "scores": SCORES if result.scores is not None else None,
+                         "audio_root": str(Path(pool.data_root).resolve())}}
+    write_selection_json(record_path, result, inputs, seed=seed, extra=extra)
+    return result
+
+
+def _write_scores(path, result):
+    """``ID,score`` of the selected utterances; no file (an old one removed) without scores."""
+    if result.scores is None:
+        path.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["ID", "score"])
+    writer.writerows(zip(result.ids, (repr(s) for s in result.scores.tolist())))
+    atomic_write_text(path, buffer.getvalue())
