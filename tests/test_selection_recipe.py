@@ -1,0 +1,263 @@
+"""The selection recipe: every hparams file, select_subset.py end to end, cached stages, sharding, bad input."""
+
+import csv
+import json
+import logging
+import subprocess
+import sys
+import threading
+
+import pytest
+from hyperpyyaml import load_hyperpyyaml
+
+from conftest import SYNTH_RECIPE
+from selection.features import MFCCExtractor
+from selection.manifest import ManifestError, read_manifest
+from selection.selectors import ClusterBalancedSelector, ContrastiveLMSelector, RandomSelector, TargetError
+from selection.stages import load_selection, run_selection
+from selection.units import UnitError, UnitSet
+
+RECIPE = SYNTH_RECIPE / "selection"
+HPARAMS = sorted((RECIPE / "hparams").glob("select_*.yaml"))
+TINY_UNITS = {"n_clusters": 16, "kmeans_fit_hours": 0.02, "kmeans_epochs": 3}
+UNIT_SETTINGS = {"n_clusters": 16, "fit_hours": 0.02, "kmeans_settings": {"n_epochs": 3}}
+# keys allowed to differ between hparams files (besides the selector's own settings)
+VARIANT_KEYS = {"experiment_name", "selector_class_name", "output_folder", "selector", "extractor"}
+
+
+def corpus_overrides(corpus, output_folder, units_folder):
+    return {"data_folder": str(corpus["data_folder"]), "manifest_folder": str(corpus["save_folder"]),
+            "corpus_scale": corpus["scale"], "output_folder": str(output_folder),
+            "units_folder": str(units_folder), **TINY_UNITS}
+
+
+def load_hparams(path, overrides):
+    with open(path, encoding="utf-8") as handle:
+        return load_hyperpyyaml(handle, overrides)
+
+
+def run_script(hparams_file, overrides, check=True):
+    command = [sys.executable, "select_subset.py", f"hparams/{hparams_file}"]
+    command += [f"--{key}={value}" for key, value in overrides.items()]
+    return subprocess.run(command, cwd=RECIPE, check=check, capture_output=True, text=True, timeout=300)
+
+
+def run_in_process(corpus, output_folder, units_folder, selector=None, **kwargs):
+    args = {"pool_manifest": corpus["save_folder"] / "pool.csv",
+            "target_manifest": corpus["save_folder"] / "target.csv", "data_root": corpus["data_folder"],
+            "extractor": MFCCExtractor(), "unit_settings": UNIT_SETTINGS,
+            "selector": selector or ContrastiveLMSelector(), "output_folder": output_folder,
+            "units_folder": units_folder, "seed": 3, **kwargs}
+    return run_selection(**args)
+
+
+def comparable(record):
+    """selection.json without what legitimately changes between runs (time, folders)."""
+    drop = {"created", "inputs", "outputs", "unit_settings"}
+    return {key: value for key, value in record.items() if key not in drop}
+
+
+@pytest.mark.parametrize("path", HPARAMS, ids=lambda p: p.stem)
+def test_hparams_file_builds_the_selector_it_names(path, tiny_corpus, tiny_hubert_dir, tmp_path):
+    overrides = corpus_overrides(tiny_corpus, tmp_path, tmp_path)
+    if "ssl" in path.stem:
+        overrides.update(ssl_source=str(tiny_hubert_dir), ssl_layer=1)
+    hparams = load_hparams(path, overrides)
+    assert type(hparams["selector"]).__name__ == hparams["selector_class_name"]
+    assert hparams["experiment_name"] == path.stem
+    assert hparams["extractor"].settings()["kind"] == ("ssl" if "ssl" in path.stem else "mfcc")
+
+
+def test_hparams_files_share_every_common_key(tiny_corpus, tmp_path):
+    loaded = {p.stem: load_hparams(p, corpus_overrides(tiny_corpus, tmp_path, tmp_path))
+              for p in HPARAMS if "ssl" not in p.stem}
+    reference = loaded["select_random"]
+    shared = set(reference) - VARIANT_KEYS
+    for name, hparams in loaded.items():
+        assert {k: hparams[k] for k in shared} == {k: reference[k] for k in shared}, name
+        assert hparams["extractor"].settings() == reference["extractor"].settings()
+
+
+@pytest.fixture(scope="module")
+def script_runs(tiny_corpus, tmp_path_factory):
+    """select_subset.py with select_cds.yaml and select_random.yaml, one shared units cache."""
+    root = tmp_path_factory.mktemp("select")
+    runs = {}
+    for name in ("cds", "random"):
+        output = root / name
+        run_script(f"select_{name}.yaml", corpus_overrides(tiny_corpus, output, root / "units"))
+        runs[name] = output
+    return root, runs
+
+
+@pytest.mark.parametrize("name", ["cds", "random"])
+def test_script_end_to_end(script_runs, tiny_corpus, name):
+    output = script_runs[1][name]
+    pool = read_manifest(tiny_corpus["save_folder"] / "pool.csv")
+    record = json.loads((output / "selection.json").read_text())
+    result = load_selection(output)
+    assert record["selector"] == {"cds": "ContrastiveLMSelector", "random": "RandomSelector"}[name]
+    assert result.ids and set(result.ids) <= set(pool.ids) and len(set(result.ids)) == len(result.ids)
+    budget = 0.1 * pool.total_hours  # budget_fraction default
+    assert record["budget_hours"] == pytest.approx(budget)
+    left_out = [pool.duration(i) for i in pool.ids if i not in set(result.ids)]
+    assert result.hours <= budget + 1e-9
+    assert (budget - result.hours) * 3600 < min(left_out)  # met within one utterance
+    with open(output / "subset.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["ID"] for r in rows] == result.ids and rows[0] == pool.row(rows[0]["ID"])
+    tsv = (output / "fairseq" / "train.tsv").read_text().splitlines()
+    assert tsv[0] == str(tiny_corpus["data_folder"]) and len(tsv) == len(result.ids) + 1
+    with open(output / "len_for_bucket" / "subset.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(result.ids)
+    assert (output / "report.png").stat().st_size > 0
+    assert record["unit_quality"]["pool"]["clusters_used"] > 8
+    assert set(record["unit_kl_to_target"]) == {"pool", "subset"}
+    assert (output / "log.txt").exists() and (output / "hyperparams.yaml").exists()
+    assert (output / "scores.csv").exists() == (name == "cds")
+
+
+def test_script_runs_share_the_units_cache(script_runs):
+    root, runs = script_runs
+    assert len(list((root / "units").glob("codebook-*.joblib"))) == 1
+    records = [json.loads((runs[n] / "selection.json").read_text()) for n in runs]
+    assert records[0]["inputs"]["pool_units"] == records[1]["inputs"]["pool_units"]
+
+
+def test_same_seed_same_output(script_runs, tiny_corpus, tmp_path):
+    """The YAML run again in-process, with a fresh units cache: k-means and selection repeat exactly."""
+    hparams = load_hparams(RECIPE / "hparams" / "select_cds.yaml",
+                           corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"))
+    subset, _ = run_selection(hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"],
+                              hparams["extractor"], hparams["unit_settings"], hparams["selector"],
+                              hparams["output_folder"], units_folder=hparams["units_folder"],
+                              budget_fraction=hparams["budget_fraction"], seed=hparams["seed"])
+    first = script_runs[1]["cds"]
+    assert subset.read_bytes() == (first / "subset.csv").read_bytes()
+    assert (tmp_path / "out" / "scores.csv").read_bytes() == (first / "scores.csv").read_bytes()
+    records = [json.loads((f / "selection.json").read_text()) for f in (first, tmp_path / "out")]
+    assert comparable(records[0]) == comparable(records[1])
+
+
+def test_killed_stages_resume(tiny_corpus, tmp_path, caplog):
+    out, units = tmp_path / "out", tmp_path / "units"
+    run_in_process(tiny_corpus, out, units)
+    codebook = next(units.glob("codebook-*.joblib"))
+    pool_units = next(units.glob("units-pool-*.npz"))
+    stamps = {p: p.stat().st_mtime_ns for p in (codebook, pool_units, out / "subset.csv")}
+
+    pool_units.unlink()  # killed during the units stage
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_in_process(tiny_corpus, out, units)
+    assert "k-means stage done" in caplog.text and "units stage: " in caplog.text
+    assert "selection stage done" in caplog.text  # same units file, same key
+    assert codebook.stat().st_mtime_ns == stamps[codebook]
+    assert (out / "subset.csv").stat().st_mtime_ns == stamps[out / "subset.csv"]
+
+    (out / "subset.csv").unlink()  # killed while writing the outputs
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _, result = run_in_process(tiny_corpus, out, units)
+    assert "units stage done" in caplog.text and "selection stage (" in caplog.text
+    assert codebook.stat().st_mtime_ns == stamps[codebook]
+    assert load_selection(out).ids == result.ids
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # another budget: only the selection stage runs again
+        _, smaller = run_in_process(tiny_corpus, out, units, budget_hours=result.hours / 2)
+    assert "units stage done" in caplog.text and "selection stage (" in caplog.text
+    assert smaller.hours < result.hours
+    assert json.loads((out / "selection.json").read_text())["budget_hours"] == pytest.approx(result.hours / 2)
+
+
+def test_sharded_units_equal_single_process(tiny_corpus, tmp_path):
+    """Two ranks in two threads with a real barrier: same codebook, units and subset as one process."""
+    _, single = run_in_process(tiny_corpus, tmp_path / "single", tmp_path / "units1")
+    barrier = threading.Barrier(2, timeout=120)
+    results, errors = {}, []
+
+    def rank(r):
+        try:
+            results[r] = run_in_process(tiny_corpus, tmp_path / "sharded", tmp_path / "units2", rank=r,
+                                        world_size=2, barrier=barrier.wait)[1]
+        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results[0].ids == results[1].ids == single.ids
+    for name in ("pool", "target"):
+        merged = UnitSet.load(next((tmp_path / "units2").glob(f"units-{name}-*.npz")))
+        alone = UnitSet.load(next((tmp_path / "units1").glob(f"units-{name}-*.npz")))
+        assert merged.to_dict().keys() == alone.to_dict().keys()
+        assert all((merged[i] == alone[i]).all() for i in alone.ids)
+    assert not list((tmp_path / "units2").glob("*.shard-*"))  # shards removed once merged
+    with pytest.raises(ValueError, match="needs a barrier"):
+        run_in_process(tiny_corpus, tmp_path / "x", tmp_path / "units2", rank=0, world_size=2)
+
+
+def test_budget_above_pool_takes_everything(tiny_corpus, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        _, result = run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units",
+                                   selector=RandomSelector(), budget_hours=1000.0)
+    assert "taking the whole pool" in caplog.text
+    assert len(result.ids) == len(read_manifest(tiny_corpus["save_folder"] / "pool.csv"))
+
+
+def test_target_problems_are_clear(tiny_corpus, tmp_path, caplog):
+    empty = tmp_path / "empty_target.csv"
+    empty.write_text("ID,duration,wav\n")
+    with pytest.raises(TargetError, match=r"ContrastiveLMSelector is target-aware.*empty_target.csv.* empty"):
+        run_in_process(tiny_corpus, tmp_path / "a", tmp_path / "units", target_manifest=empty)
+    with pytest.raises(TargetError, match="missing"):
+        run_in_process(tiny_corpus, tmp_path / "a", tmp_path / "units", target_manifest=None)
+    assert not (tmp_path / "units").exists()  # refused before any work
+    with caplog.at_level(logging.WARNING):  # a target-free selector goes on without a target
+        _, result = run_in_process(tiny_corpus, tmp_path / "b", tmp_path / "units", target_manifest=empty,
+                                   selector=ClusterBalancedSelector(n_clusters=4))
+    assert "selecting without a target" in caplog.text and result.ids
+    assert "unit_kl_to_target" not in json.loads((tmp_path / "b" / "selection.json").read_text())
+
+
+def test_more_clusters_than_frames_is_clear(tiny_corpus, tmp_path):
+    with pytest.raises(UnitError, match="k=500 clusters but only 300 frames"):
+        run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units",
+                       unit_settings={"n_clusters": 500, "fit_hours": 0.01, "max_fit_frames": 300})
+
+
+@pytest.mark.parametrize("content, message", [
+    ("ID,wav\na,x.flac\n", r"pool.csv: missing required column\(s\) \['duration'\]"),
+    ("ID,duration,wav\na,1.0,x.flac\nb,1.0,y.flac\na,2.0,z.flac\n", r"pool.csv, line 4: duplicate ID 'a'"),
+])
+def test_bad_pool_manifest_is_named(content, message, tiny_corpus, tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text(content)
+    with pytest.raises(ManifestError, match=message):
+        run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", pool_manifest=pool)
+
+
+def test_script_reports_bad_manifest(tiny_corpus, tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text("ID,duration,wav\na,1.0,x.flac\na,2.0,z.flac\n")
+    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"), "pool_manifest": pool}
+    done = run_script("select_random.yaml", overrides, check=False)
+    assert done.returncode != 0
+    assert f"ManifestError: {pool}, line 3: duplicate ID 'a'" in done.stdout + done.stderr
+
+
+def test_torchrun_two_processes_on_cpu(script_runs, tiny_corpus, tmp_path):
+    """torchrun with 2 CPU processes (gloo): unit extraction in 2 shards, same subset as one process."""
+    overrides = corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "select_subset.py", "hparams/select_cds.yaml", *[f"--{k}={v}" for k, v in overrides.items()]]
+    done = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "units-pool-" in (tmp_path / "out" / "log.txt").read_text().split(".shard-00-of-02")[0]  # rank 0 logs
+    assert (tmp_path / "out" / "subset.csv").read_bytes() == (script_runs[1]["cds"] / "subset.csv").read_bytes()
+    assert json.loads((tmp_path / "out" / "selection.json").read_text())["world_size"] == 2
