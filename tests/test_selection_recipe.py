@@ -258,6 +258,22 @@ def test_torchrun_two_processes_on_cpu(script_runs, tiny_corpus, tmp_path):
                "select_subset.py", "hparams/select_cds.yaml", *[f"--{k}={v}" for k, v in overrides.items()]]
     done = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "units-pool-" in (tmp_path / "out" / "log.txt").read_text().split(".shard-00-of-02")[0]  # rank 0 logs
+    assert ".shard-00-of-02.npz" in (tmp_path / "out" / "log.txt").read_text()  # rank 0 extracted one shard
     assert (tmp_path / "out" / "subset.csv").read_bytes() == (script_runs[1]["cds"] / "subset.csv").read_bytes()
     assert json.loads((tmp_path / "out" / "selection.json").read_text())["world_size"] == 2
+
+
+def test_ssl_teacher_layer_features(tiny_corpus, tiny_hubert_dir, tmp_path):
+    """select_cds_ssl.yaml on the tiny HuBERT (20 pool utterances): units of a teacher layer."""
+    pool = tmp_path / "pool.csv"
+    pool.write_text("".join((tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)[:21]))
+    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"), "pool_manifest": str(pool),
+                 "ssl_source": str(tiny_hubert_dir), "ssl_layer": 1}
+    hparams = load_hparams(RECIPE / "hparams" / "select_cds_ssl.yaml", overrides)
+    _, result = run_selection(hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"],
+                              hparams["extractor"], hparams["unit_settings"], hparams["selector"],
+                              hparams["output_folder"], units_folder=hparams["units_folder"], seed=hparams["seed"])
+    record = json.loads((tmp_path / "out" / "selection.json").read_text())
+    features = record["unit_settings"]["features"]
+    assert features["kind"] == "ssl" and features["layer"] == 1 and len(features["files_sha256"]) == 64
+    assert result.ids and record["unit_quality"]["pool"]["clusters_used"] > 8 and record["pool_utterances"] == 20
