@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Select a subset of the SynthDomains pool without labels, then distil the teacher into a student on it.
+
+Stages, each skipped when done (re-running the same command resumes):
+1. the corpus (``synthdomains_prepare``) when missing;
+2. the teacher: ``teacher_source`` (hub id or folder); the offline default is
+   built by the teacher recipe when missing;
+3. the subset: the selection stages of ``selection/`` with the configured selector;
+4. optionally the teacher targets of the subset, computed once in fp16;
+5. distillation (``DistillBrain``), checkpointed every epoch; the student is
+   exported to ``<output_folder>/save/student`` as an HF model folder.
+
+Usage
+-----
+python train.py hparams/distill_kmeans.yaml [--budget_hours=0.5 --number_of_epochs=4 ...]
+torchrun --nproc_per_node=2 train.py hparams/distill_kmeans.yaml   # several processes
+"""
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+
+from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
+from lobes.encoder import frame_mask  # noqa: E402
+from lobes.target_cache import TargetCache, build_target_cache  # noqa: E402
+
+logger = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+TEACHER_RECIPE = Path(__file__).resolve().parents[1] / "teacher"
+
+
+class DistillBrain(sb.Brain):
+    """Trains ``modules.student`` to predict the frozen teacher's layers.
+
+    The teacher is an attribute (``self.teacher``), not a module: Brain would
+    otherwise switch it to train mode every epoch and checkpoint its weights.
+    ``self.target_layers`` are the teacher layers the student predicts.
+    Targets come from the batch (``targets``, the fp16 cache) when present,
+    else from a teacher forward pass on the same crops.
+    """
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        return self.modules.student(wavs, wav_lens)
+
+    def teacher_targets(self, batch):
+        if hasattr(batch, "targets"):
+            targets, _ = batch.targets  # [B, T, N, D]
+            return targets.permute(2, 0, 1, 3)
+        wavs, wav_lens = batch.sig
+        hidden, _ = self.teacher(wavs, wav_lens)
+        return hidden[self.target_layers]
+
+    def compute_objectives(self, predictions, batch, stage):
+        predictions, frame_lengths = predictions
+        targets = self.teacher_targets(batch)
+        n_frames = min(predictions.shape[2], targets.shape[2])
+        mask = frame_mask(frame_lengths, n_frames)
+        loss, per_layer = self.hparams.loss(predictions[:, :, :n_frames], targets[:, :, :n_frames], mask)
+        self.layer_loss_sum += per_layer.detach().float().cpu()
+        self.layer_loss_batches += 1
+        return loss
+
+    def on_fit_batch_start(self, batch, should_step):
+        lr = self.hparams.lr_schedule.calculate_lr(self.optimizer_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def on_stage_start(self, stage, epoch=None):
+        self.layer_loss_sum = torch.zeros(len(self.target_layers))
+        self.layer_loss_batches = 0
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        per_layer = self.layer_loss_sum / max(self.layer_loss_batches, 1)
+        stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2),
+                 **{f"loss_layer{layer}": float(v) for layer, v in zip(self.target_layers, per_layer)}}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+        elif stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss})
+        self.last_stats = stats
+
+
+def ensure_teacher(hparams):
+    """Build the offline teacher with its recipe when the configured folder is missing."""
+    source = hparams["teacher_source"]
+    if Path(source).exists() or source != hparams["offline_teacher"]:
+        return
+    logger.info("teacher %s missing: pretraining it with %s (about 45 min on 2 cores; done once)",
+                source, TEACHER_RECIPE / "train.py")
+    started = time.time()
+    subprocess.run([sys.executable, "train.py", hparams["teacher_hparams"],
+                    f"--data_folder={Path(hparams['data_folder']).resolve()}",
+                    f"--manifest_folder={Path(hparams['manifest_folder']).resolve()}",
+                    f"--corpus_scale={hparams['corpus_scale']}", f"--corpus_seed={hparams['corpus_seed']}",
+                    f"--output_folder={Path(hparams['offline_teacher_folder']).resolve()}",
+                    *hparams["teacher_overrides"]],
+                   cwd=TEACHER_RECIPE, check=True)
+    logger.info("teacher built in %.1f min", (time.time() - started) / 60)
+
+
+def ensure_subset(hparams):
+    """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
+    pool = Path(hparams["manifest_folder"]) / "pool.csv"
+    if hparams["selection"] is None:
+        return pool
+    from selection.stages import run_selection
+
+    subset_csv, _ = run_selection(**hparams["selection"])
+    return subset_csv
+
+
+def dataio_prepare(hparams, subset_csv, teacher, cache):
+    """Training crops of the subset (with cached targets when given) and whole validation utterances."""
+    config = teacher.config
+    hop = int(torch.prod(torch.tensor(config.conv_stride)))
+    crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
+    replacements = {"data_root": hparams["data_folder"]}
+    train = sb.dataio.dataset.DynamicItemDataset.from_csv(str(subset_csv), replacements=replacements)
+    valid = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        str(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv"), replacements=replacements)
+    valid = valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
+
+    @sb.utils.data_pipeline.takes("wav", "id", "duration")
+    @sb.utils.data_pipeline.provides("sig", "targets")
+    def train_crop(wav, utt_id, duration):
+        start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
+        sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
+        yield sig
+        if cache is not None:
+            yield cache.get(utt_id, start // hop, frame_count(len(sig), config.conv_kernel, config.conv_stride))
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def whole(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    sb.dataio.dataset.add_dynamic_item([train], train_crop)
+    sb.dataio.dataset.add_dynamic_item([valid], whole)
+    sb.dataio.dataset.set_output_keys([train], ["id", "sig"] + (["targets"] if cache is not None else []))
+    sb.dataio.dataset.set_output_keys([valid], ["id", "sig"])
+    return train, valid
+
+
+def whole_utterance_batches(csv_path, data_root, batch_size):
+    """``(ids, wavs, wav_lens)`` batches of whole utterances, sorted by duration (little padding)."""
+    data = sb.dataio.dataset.DynamicItemDataset.from_csv(str(csv_path), replacements={"data_root": data_root})
+    data = data.filtered_sorted(sort_key="duration")
+    sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
+    return ((batch.id, *batch.sig) for batch in loader), len(loader)
+
+
+def build_cache(hparams, subset_csv, teacher, layers):
+    """The teacher targets of the subset, keyed by teacher, layers and subset content."""
+    from selection.outputs import file_sha256
+
+    key = f"{Path(hparams['teacher_source']).name}-{'-'.join(map(str, layers))}-{file_sha256(subset_csv)[:12]}"
+    batches, total = whole_utterance_batches(subset_csv, hparams["data_folder"], hparams["cache_batch_size"])
+    return build_target_cache(teacher, batches, layers, Path(hparams["cache_folder"]) / key, total)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    started = time.time()
+
+    run_on_main(prepare_synthdomains, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
+        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+    run_on_main(ensure_teacher, args=[hparams])
+    subset_csv = None
+    if if_main_process():
+        subset_csv = ensure_subset(hparams)
+    sb.utils.distributed.ddp_barrier()
+    subset_csv = ensure_subset(hparams)  # done: every stage is cached, this only returns the path
+
+    teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
+    student = hparams["student_class"](teacher)
+    cache = None
+    if hparams["cache_teacher_targets"]:
+        run_on_main(build_cache, args=[hparams, subset_csv, teacher, student.target_layers])
+        cache = build_cache(hparams, subset_csv, teacher, student.target_layers)
+    train, valid = dataio_prepare(hparams, subset_csv, teacher, cache)
+
+    hparams["checkpointer"].add_recoverable("student", student)
+    steps = -(-len(train) // hparams["batch_size"]) * hparams["number_of_epochs"]
+    hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
+        hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
+    brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
+                         run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.teacher = teacher.to(brain.device)
+    brain.target_layers = student.target_layers
+    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+
+    if if_main_process():
+        export = brain.modules.student
+        export = getattr(export, "module", export)  # unwrap DDP
+        export.export(Path(hparams["save_folder"]) / "student")
+        subset_hours = sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600
+        summary = {"experiment": hparams["experiment_name"], "teacher": hparams["teacher_source"],
+                   "student": type(export).__name__,
+                   "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
+                   "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
+                   "epochs": hparams["number_of_epochs"], "last_stats": getattr(brain, "last_stats", None),
+                   "this_run_minutes": round((time.time() - started) / 60, 2)}
+        (Path(hparams["output_folder"]) / "distillation.json").write_text(json.dumps(summary, indent=2))
+        logger.info("student exported to %s: %s", Path(hparams["save_folder"]) / "student", summary)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

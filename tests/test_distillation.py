@@ -1,0 +1,79 @@
+"""The distillation recipe: every distill_*.yaml runs a debug step; re-running resumes."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import SYNTH_RECIPE
+
+RECIPE = SYNTH_RECIPE / "distillation"
+HPARAMS = sorted((RECIPE / "hparams").glob("distill_*.yaml"))
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("distill_train", RECIPE / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_file):
+    overrides = [f"--data_folder={corpus['data_folder']}", f"--manifest_folder={corpus['save_folder']}",
+                 f"--corpus_scale={corpus['scale']}", f"--teacher_source={teacher_dir}",
+                 f"--output_folder={output_folder}", "--num_workers=0", "--valid_utterances=4",
+                 "--batch_size=4", "--crop_seconds=1.0"]
+    if hparams_file.stem != "distill_full":  # the others select a subset first
+        overrides += [f"--units_folder={units_folder}", "--n_clusters=20", "--kmeans_fit_hours=0.02"]
+    if "fithubert" in hparams_file.name:  # the tiny teacher is 32 wide and 2 layers deep
+        overrides += ["--fit_hidden=16", "--fit_ffn=16", "--fit_heads=2", "--fit_conv_channels=[16,16,16,16,16,16,16]",
+                      "--hint_weights=[0.1,1.0]"]
+    else:
+        overrides += ["--target_layers=[1,2]", "--student_layers=1"]
+    return overrides
+
+
+def test_every_variant_is_here():
+    names = {p.stem for p in HPARAMS}
+    assert {"distill_kmeans", "distill_random", "distill_full", "distill_longest", "distill_dsir",
+            "distill_divergence", "distill_coverage", "distill_kmeans_fithubert"} <= names
+
+
+@pytest.mark.parametrize("hparams_file", HPARAMS, ids=lambda p: p.stem)
+def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, tmp_path_factory):
+    units = tmp_path_factory.getbasetemp() / "distill_units"  # shared: every variant reuses the units
+    output = tmp_path_factory.mktemp(hparams_file.stem)
+    argv = [str(hparams_file), *tiny_overrides(tiny_corpus, tiny_hubert_dir, units, output, hparams_file),
+            "--debug", "--debug_batches=1", "--debug_epochs=1"]
+    load_recipe().main(argv)
+    summary = json.loads((output / "distillation.json").read_text())
+    assert summary["student"] == ("FitHuBERT" if "fithubert" in hparams_file.name else "DistilHuBERT")
+    assert (output / "save" / "student" / "config.json").exists()
+    pool_hours = sum(float(line.split(",")[1]) for line in
+                     (tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines()[1:]) / 3600
+    if hparams_file.stem == "distill_full":
+        assert summary["subset_hours"] == pytest.approx(pool_hours, abs=1e-3)
+    else:
+        assert summary["subset_hours"] < 0.2 * pool_hours  # 10 % budget, within one utterance
+
+
+def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_dir, tmp_path):
+    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    recipe = load_recipe()
+    base = [str(hparams_file), *tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units", tmp_path / "run",
+                                               hparams_file)]
+    recipe.main(base + ["--number_of_epochs=1"])
+    recipe.main(base + ["--number_of_epochs=2"])  # same command, one more epoch: resumes from epoch 1
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert [int(e) for e in re.findall(r"^epoch: (\d+)", log, flags=re.M)] == [1, 2]
+    assert re.search(r"train loss_layer1: [\d.e+-]+, train loss_layer2", log)  # per-layer losses logged
+
+    # without the cache the teacher runs live on the crops: same targets up to fp16 and context
+    recipe.main(base[:1] + [a for a in base[1:] if not a.startswith("--output_folder")] +
+                [f"--output_folder={tmp_path / 'live'}", "--cache_teacher_targets=False", "--number_of_epochs=1"])
+    live = json.loads((tmp_path / "live" / "distillation.json").read_text())
+    cached = json.loads((tmp_path / "run" / "distillation.json").read_text())
+    assert live["subset"].replace("live", "run") == cached["subset"]
+    assert not (tmp_path / "live" / "save" / "teacher_targets").exists()
