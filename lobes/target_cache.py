@@ -1,11 +1,12 @@
-"""Teacher targets computed once and stored in fp16, for distillation on a fixed subset.
+"""Hidden states of a frozen encoder computed once and stored in fp16.
 
-On a CPU the teacher's forward pass costs more than the student's training
-step, and a frozen teacher gives the same hidden states every epoch, so they
-are computed once per (teacher, layers, subset) on whole utterances and read
-back per training crop. Storage: one flat float16 memory-mapped array
-``[total_frames, N, D]`` and a JSON index; the index is written last, so a
-cache without one is incomplete and rebuilt.
+On a CPU a frozen encoder's forward pass costs more than the training step
+that uses it, and it gives the same hidden states every epoch, so they are
+computed once and read back per item: teacher targets for distillation (a few
+layers of whole utterances, read per training crop) and probe features
+(every layer, see :mod:`lobes.feature_cache`). Storage: one flat float16
+memory-mapped array ``[total_frames, N, D]`` and a JSON index; the index is
+written last, so a cache without one is incomplete and rebuilt.
 """
 
 import json
@@ -23,7 +24,7 @@ DATA_FILE = "targets.f16"
 INDEX_FILE = "index.json"
 
 
-def build_target_cache(teacher, batches, layers, folder, total=None):
+def build_target_cache(teacher, batches, layers, folder, total=None, desc="teacher targets"):
     """Run the teacher over ``batches`` and store the chosen layers.
 
     Parameters
@@ -31,13 +32,16 @@ def build_target_cache(teacher, batches, layers, folder, total=None):
     teacher : lobes.encoder.FrozenTeacher
         Any module returning ``(hidden [L+1, B, T, D], frame_lengths)``.
     batches : iterable of (list of str, torch.Tensor, torch.Tensor)
-        ``(ids, wavs [B, S], wav_lens [B])`` with whole utterances.
-    layers : sequence of int
-        Hidden-state indices to keep.
+        ``(ids, wavs [B, S], wav_lens [B])``: the items to store, by ID
+        (whole utterances, or crops with IDs of their own).
+    layers : sequence of int or None
+        Hidden-state indices to keep; ``None`` keeps them all.
     folder : str or os.PathLike
         Cache folder (created; an existing complete cache is kept).
     total : int, optional
         Number of batches, for the progress bar.
+    desc : str
+        Progress-bar label.
 
     Returns
     -------
@@ -45,29 +49,32 @@ def build_target_cache(teacher, batches, layers, folder, total=None):
     """
     folder = Path(folder)
     if (folder / INDEX_FILE).exists():
-        logger.info("teacher-target cache found in %s", folder)
+        logger.info("%s cache found in %s", desc, folder)
         return TargetCache(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    layers = [int(layer) for layer in layers]
+    layers = None if layers is None else [int(layer) for layer in layers]
     tmp = folder / f".{DATA_FILE}.partial"
-    ids, offsets, lengths, dim = [], [], [], None
+    ids, offsets, lengths, dim, stored = [], [], [], None, 0
     with open(tmp, "wb") as handle:
-        for batch_ids, wavs, wav_lens in tqdm(batches, total=total, desc="teacher targets", unit="batch"):
+        for batch_ids, wavs, wav_lens in tqdm(batches, total=total, desc=desc, unit="batch"):
             hidden, frame_lengths = teacher(wavs, wav_lens)
-            chosen = hidden[layers].permute(1, 2, 0, 3).to(torch.float16).numpy()  # [B, T, N, D]
+            if layers is None:
+                layers = list(range(hidden.shape[0]))
+            chosen = hidden[layers].permute(1, 2, 0, 3).to(torch.float16).cpu().numpy()  # [B, T, N, D]
             dim = chosen.shape[-1]
             for i, utt_id in enumerate(batch_ids):
                 n = int(frame_lengths[i])
-                offsets.append(sum(lengths))
+                offsets.append(stored)
                 lengths.append(n)
                 ids.append(utt_id)
+                stored += n
                 handle.write(np.ascontiguousarray(chosen[i, :n]).tobytes())
     os.replace(tmp, folder / DATA_FILE)
     index = {"ids": ids, "offsets": offsets, "lengths": lengths, "layers": layers, "dim": dim}
     index_tmp = folder / f".{INDEX_FILE}.partial"
     index_tmp.write_text(json.dumps(index))
     os.replace(index_tmp, folder / INDEX_FILE)
-    logger.info("teacher-target cache: %d utterances, %d frames in %s", len(ids), sum(lengths), folder)
+    logger.info("%s cache: %d items, %d frames in %s", desc, len(ids), stored, folder)
     return TargetCache(folder)
 
 

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""CTC speech-recognition probe of a frozen encoder on SynthDomains (SUPERB-style ASR).
+
+Frozen encoder (``encoder_source``: ``mfcc``, an HF hub id or a model folder)
+→ every hidden state, cached once in fp16 → learnable softmax-weighted layer sum
+→ BiLSTM → linear → CTC over characters; greedy decoding; WER and CER on
+``asr_test_in`` (domains seen in training) and ``asr_test_target`` (the unseen
+``neural`` domain). The layer weights and the head have their own optimisers.
+
+Stages (re-running the same command resumes):
+1. the corpus (``synthdomains_prepare``) when missing;
+2. the features of every split, keyed by encoder weights, manifest and settings;
+3. training, checkpointed every epoch (best dev WER kept);
+4. both test sets with the best checkpoint; ``results.json`` in the output folder.
+
+Usage
+-----
+python train.py hparams/ctc_probe.yaml                                   # the offline teacher
+python train.py hparams/ctc_probe.yaml --encoder_source=mfcc --encoder_name=mfcc
+"""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+
+from lobes.feature_cache import cache_features, encoder_fingerprint  # noqa: E402
+from lobes.mfcc_encoder import load_encoder  # noqa: E402
+
+logger = logging.getLogger(__name__)
+BLANK = "<blank>"
+
+
+class CharVocabulary:
+    """Characters of the training transcripts; index 0 is the CTC blank.
+
+    Characters it does not know (in a test transcript) are dropped when
+    encoding; the references used for WER/CER stay untouched.
+
+    Parameters
+    ----------
+    tokens : list of str
+        ``[BLANK, c1, c2, ...]``.
+    """
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def from_texts(cls, texts):
+        return cls([BLANK] + sorted(set("".join(texts))))
+
+    def encode(self, text):
+        return [self.index[c] for c in text if c in self.index and c != BLANK]
+
+    def decode(self, ids):
+        return "".join(self.tokens[i] for i in ids if i != 0)
+
+    def __len__(self):
+        return len(self.tokens)
+
+
+def load_vocabulary(path, train):
+    """The saved vocabulary (a resumed run keeps its output layer) or a new one from ``train``."""
+    path = Path(path)
+    if not path.exists():
+        vocab = CharVocabulary.from_texts(train.data[i]["wrd"] for i in train.data_ids)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(vocab.tokens))
+        tmp.replace(path)
+    return CharVocabulary(json.loads(path.read_text()))
+
+
+def greedy_transcripts(log_probs, frame_lengths, vocab):
+    """Best-path CTC decoding: ``[B, T, V]`` log-probabilities → list of word lists."""
+    best = log_probs.argmax(-1)
+    out = []
+    for row, n in zip(best, frame_lengths):
+        ids = torch.unique_consecutive(row[: int(n)]).tolist()
+        out.append(vocab.decode(ids).split())
+    return out
+
+
+def error_rate_stats():
+    """``{"WER": ..., "CER": ...}`` SpeechBrain error-rate accumulators."""
+    return {"WER": sb.utils.metric_stats.ErrorRateStats(),
+            "CER": sb.utils.metric_stats.ErrorRateStats(split_tokens=True)}
+
+
+class CTCProbeBrain(sb.Brain):
+    """Weighted layer sum + BiLSTM + CTC on cached features (``batch.feats`` ``[B, T, L+1, D]``)."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        feats, rel_lens = batch.feats
+        frame_lengths = torch.round(rel_lens * feats.shape[1]).long()
+        mixed, _ = self.modules.weighted_sum(feats.permute(2, 0, 1, 3), frame_lengths)
+        logits = self.modules.head(mixed, frame_lengths)
+        return logits.log_softmax(-1), frame_lengths
+
+    def compute_objectives(self, predictions, batch, stage):
+        log_probs, frame_lengths = predictions
+        tokens, token_lens = batch.tokens
+        loss = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), tokens, frame_lengths,
+            torch.round(token_lens * tokens.shape[1]).long(), blank=0, zero_infinity=True)
+        if stage != sb.Stage.TRAIN:
+            hyps = greedy_transcripts(log_probs.detach().cpu(), frame_lengths, self.vocab)
+            refs = [wrd.split() for wrd in batch.wrd]
+            for stats in self.error_stats.values():
+                stats.append(batch.id, hyps, refs)
+        return loss
+
+    def init_optimizers(self):
+        """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
+        self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
+        self.head_optimizer = self.hparams.head_opt_class(self.modules.head.parameters())
+        self.optimizers_dict = {"weights": self.weights_optimizer, "head": self.head_optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("weights_optimizer", self.weights_optimizer)
+            self.checkpointer.add_recoverable("head_optimizer", self.head_optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        self.error_stats = error_rate_stats()
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2)}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats.update({name: s.summarize("error_rate") for name, s in self.error_stats.items()})
+        if stage == sb.Stage.VALID:
+            weights = self.modules.weighted_sum.layer_weights().tolist()
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
+                            "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
+                train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"test set": self.test_set, "epochs trained": self.hparams.epoch_counter.current},
+                test_stats=stats)
+            with open(Path(self.hparams.output_folder) / f"wer_{self.test_set}.txt", "w", encoding="utf-8") as f:
+                self.error_stats["WER"].write_stats(f)
+            self.test_stats = stats
+
+
+def check_encoder_source(hparams):
+    """Stop early, with the command to run, when the offline teacher has not been built."""
+    source = hparams["encoder_source"]
+    if source == hparams["offline_teacher"] and not Path(source).exists():
+        raise FileNotFoundError(
+            f"{source} not found: build the offline teacher first with "
+            "`python recipes/SynthDomains/teacher/train.py recipes/SynthDomains/teacher/hparams/hubert_small.yaml`, "
+            "or pass --encoder_source=<hub id or folder> / --encoder_source=mfcc")
+
+
+def dataio_prepare(hparams, caches):
+    """Datasets of cached features and transcripts, one per split."""
+    datasets = {}
+    for split, cache in caches.items():
+        data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            str(Path(hparams["manifest_folder"]) / f"{split}.csv"), replacements={"data_root": hparams["data_folder"]})
+        sb.dataio.dataset.add_dynamic_item([data], cache.get, takes="id", provides="feats")
+        datasets[split] = data
+    vocab = load_vocabulary(Path(hparams["save_folder"]) / "chars.json", datasets[hparams["train_split"]])
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def tokens(wrd):
+        return torch.LongTensor(vocab.encode(wrd))
+
+    sb.dataio.dataset.add_dynamic_item(list(datasets.values()), tokens)
+    sb.dataio.dataset.set_output_keys(list(datasets.values()), ["id", "feats", "tokens", "wrd"])
+    return datasets, vocab
+
+
+def compute_features(hparams, encoder, fingerprint, splits):
+    """Feature caches of every split (built once per encoder, manifest and settings)."""
+    return {split: cache_features(encoder, Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"],
+                                  hparams["feature_folder"], batch_size=hparams["feature_batch_size"],
+                                  fingerprint=fingerprint)
+            for split in splits}
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    torch.set_num_threads(hparams["torch_threads"])
+    started = time.time()
+
+    run_on_main(prepare_synthdomains, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
+        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+    check_encoder_source(hparams)
+    encoder = load_encoder(hparams["encoder_source"])
+    fingerprint = encoder_fingerprint(encoder)
+    splits = [hparams["train_split"], hparams["valid_split"], *hparams["test_splits"]]
+    run_on_main(compute_features, args=[hparams, encoder, fingerprint, splits])
+    caches = compute_features(hparams, encoder, fingerprint, splits)  # complete: only opens them
+    feature_minutes = (time.time() - started) / 60
+    datasets, vocab = dataio_prepare(hparams, caches)
+
+    weighted_sum = hparams["weighted_sum"](encoder)
+    head = hparams["head"](input_size=weighted_sum.hidden_size, n_outputs=len(vocab))
+    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
+    hparams["checkpointer"].add_recoverable("head", head)
+    brain = CTCProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
+                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.vocab = vocab
+    train_sampler = sb.dataio.sampler.DynamicBatchSampler(
+        datasets[hparams["train_split"]], max_batch_length=hparams["max_batch_seconds"],
+        num_buckets=hparams["num_buckets"], length_func=lambda x: float(x["duration"]), shuffle=True,
+        seed=hparams["seed"])
+    fit_started = time.time()
+    brain.fit(hparams["epoch_counter"], datasets[hparams["train_split"]], datasets[hparams["valid_split"]],
+              train_loader_kwargs={"batch_sampler": train_sampler, "num_workers": hparams["num_workers"]},
+              valid_loader_kwargs=hparams["test_dataloader_opts"])
+    fit_minutes = (time.time() - fit_started) / 60
+
+    metrics = {}
+    for split in hparams["test_splits"]:
+        brain.test_set = split
+        brain.evaluate(datasets[split], min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        metrics[split] = brain.test_stats
+    if if_main_process():
+        train = datasets[hparams["train_split"]]
+        results = {
+            "task": "asr_ctc_probe", "encoder_name": hparams["encoder_name"],
+            "encoder_source": hparams["encoder_source"], "encoder_fingerprint": fingerprint[:16],
+            "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
+            "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
+            "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
+            "layer_weights": [round(w, 4) for w in brain.modules.weighted_sum.layer_weights().tolist()],
+            "metrics": metrics, "vocabulary": len(vocab),
+            "train_hours": round(sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600, 4),
+            "epochs": hparams["epoch_counter"].current,
+            "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
+            "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
+        }
+        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", results)
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Speaker probe of a frozen encoder on SynthDomains: identification and verification on noisy crops.
+
+Frozen encoder (``encoder_source``: ``mfcc``, an HF hub id or a model folder)
+→ every hidden state of ``n_crops`` seeded random crops per utterance with white
+noise added before the encoder (the crops are fixed, so the features are cached
+once in fp16) → learnable softmax-weighted layer sum → statistics pooling →
+linear embedding → linear classifier over the 32 speakers. Reported on
+``spk_test``: identification accuracy over all its crops, and the EER of cosine
+scores between embeddings on every pair of test utterances (first crop each).
+
+Stages (re-running the same command resumes):
+1. the corpus (``synthdomains_prepare``) when missing;
+2. the features of the crops of ``spk_train`` and ``spk_test``;
+3. training on ``spk_train`` crops, a seeded share of its utterances held out
+   for validation (best accuracy kept), checkpointed every epoch;
+4. the test; ``results.json`` and ``trials.txt`` in the output folder.
+
+Usage
+-----
+python train.py hparams/spk_probe.yaml                                   # the offline teacher
+python train.py hparams/spk_probe.yaml --encoder_source=mfcc --encoder_name=mfcc
+"""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.dataio import load_data_csv
+from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.metric_stats import EER
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+
+from lobes.feature_cache import NoisyCrops, cache_features, encoder_fingerprint  # noqa: E402
+from lobes.mfcc_encoder import load_encoder  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def verification_trials(utt_ids, speakers):
+    """Every pair ``(a, b, same_speaker)`` of distinct utterances, in a fixed order."""
+    return [(utt_ids[i], utt_ids[j], speakers[i] == speakers[j])
+            for i in range(len(utt_ids)) for j in range(i + 1, len(utt_ids))]
+
+
+def trial_eer(trials, embeddings):
+    """EER (%) of cosine scores over ``trials``; ``None`` without both kinds of trial."""
+    names = sorted({name for a, b, _ in trials for name in (a, b)})
+    row = {name: i for i, name in enumerate(names)}
+    normed = F.normalize(torch.stack([embeddings[name] for name in names]), dim=-1)
+    scores = torch.tensor([float(normed[row[a]] @ normed[row[b]]) for a, b, _ in trials])
+    same = torch.tensor([s for _, _, s in trials], dtype=torch.bool)
+    if same.all() or not same.any():
+        return None
+    return 100 * EER(scores[same], scores[~same])[0]
+
+
+class SpeakerProbeBrain(sb.Brain):
+    """Weighted layer sum + statistics pooling + classifier on cached crop features."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        feats, rel_lens = batch.feats
+        frame_lengths = torch.round(rel_lens * feats.shape[1]).long()
+        mixed, _ = self.modules.weighted_sum(feats.permute(2, 0, 1, 3), frame_lengths)
+        return self.modules.head(mixed, frame_lengths)
+
+    def compute_objectives(self, predictions, batch, stage):
+        logits, embeddings = predictions
+        labels = batch.label.data[:, 0].to(self.device)
+        loss = F.cross_entropy(logits, labels)
+        if stage != sb.Stage.TRAIN:
+            self.correct += int((logits.argmax(-1) == labels).sum())
+            self.counted += len(labels)
+            self.embeddings.update(zip(batch.id, embeddings.detach().cpu()))
+        return loss
+
+    def init_optimizers(self):
+        """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
+        self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
+        self.head_optimizer = self.hparams.head_opt_class(self.modules.head.parameters())
+        self.optimizers_dict = {"weights": self.weights_optimizer, "head": self.head_optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("weights_optimizer", self.weights_optimizer)
+            self.checkpointer.add_recoverable("head_optimizer", self.head_optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        self.correct, self.counted, self.embeddings = 0, 0, {}
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2)}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["accuracy"] = 100 * self.correct / max(self.counted, 1)
+        if stage == sb.Stage.VALID:
+            weights = self.modules.weighted_sum.layer_weights().tolist()
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
+                            "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
+                train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"accuracy": stats["accuracy"]}, max_keys=["accuracy"])
+        else:
+            stats["EER"] = trial_eer([(f"{a}#0", f"{b}#0", same) for a, b, same in self.trials], self.embeddings)
+            stats["trials"] = len(self.trials)
+            stats["target_trials"] = sum(same for _, _, same in self.trials)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"test set": self.hparams.test_split, "epochs trained": self.hparams.epoch_counter.current},
+                test_stats=stats)
+            self.test_stats = stats
+
+
+def check_encoder_source(hparams):
+    """Stop early, with the command to run, when the offline teacher has not been built."""
+    source = hparams["encoder_source"]
+    if source == hparams["offline_teacher"] and not Path(source).exists():
+        raise FileNotFoundError(
+            f"{source} not found: build the offline teacher first with "
+            "`python recipes/SynthDomains/teacher/train.py recipes/SynthDomains/teacher/hparams/hubert_small.yaml`, "
+            "or pass --encoder_source=<hub id or folder> / --encoder_source=mfcc")
+
+
+def crop_settings(hparams, split):
+    """The fixed noisy crops of a split (test crops drawn from another seed than training crops)."""
+    is_test = split == hparams["test_split"]
+    return NoisyCrops(n_crops=hparams["n_test_crops" if is_test else "n_crops"], seconds=hparams["crop_seconds"],
+                      snr_db=hparams["snr_db"], seed=hparams["crop_seed"] + int(is_test))
+
+
+def compute_features(hparams, encoder, fingerprint):
+    """Feature caches of the crops of the training and test splits."""
+    return {split: cache_features(encoder, Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"],
+                                  hparams["feature_folder"], crops=crop_settings(hparams, split),
+                                  batch_size=hparams["feature_batch_size"], fingerprint=fingerprint)
+            for split in (hparams["train_split"], hparams["test_split"])}
+
+
+def dataio_prepare(hparams, caches):
+    """Train / valid / test datasets of crops: ``id`` (``utt#k``), ``feats``, ``label``."""
+    rows = {split: load_data_csv(str(Path(hparams["manifest_folder"]) / f"{split}.csv"),
+                                 replacements={"data_root": str(hparams["data_folder"])})
+            for split in (hparams["train_split"], hparams["test_split"])}
+    speakers = sorted({row["spk_id"] for row in rows[hparams["train_split"]].values()})
+    label = {spk: i for i, spk in enumerate(speakers)}
+    train_utts = sorted(rows[hparams["train_split"]])
+    order = np.random.default_rng(hparams["seed"]).permutation(len(train_utts))
+    n_valid = max(1, int(round(hparams["valid_fraction"] * len(train_utts))))
+    valid_utts = {train_utts[i] for i in order[:n_valid]}
+
+    def crops_of(split, keep):
+        return {f"{utt}#{k}": {"spk_id": row["spk_id"]}
+                for utt, row in rows[split].items() if keep(utt)
+                for k in range(crop_settings(hparams, split).n_crops)}
+
+    parts = {"train": (hparams["train_split"], lambda u: u not in valid_utts),
+             "valid": (hparams["train_split"], lambda u: u in valid_utts),
+             "test": (hparams["test_split"], lambda u: True)}
+    datasets = {}
+    for name, (split, keep) in parts.items():
+        data = sb.dataio.dataset.DynamicItemDataset(crops_of(split, keep))
+        sb.dataio.dataset.add_dynamic_item([data], caches[split].get, takes="id", provides="feats")
+        sb.dataio.dataset.add_dynamic_item([data], lambda spk: torch.LongTensor([label[spk]]), takes="spk_id",
+                                           provides="label")
+        sb.dataio.dataset.set_output_keys([data], ["id", "feats", "label"])
+        datasets[name] = data
+    test_rows = rows[hparams["test_split"]]
+    test_utts = sorted(test_rows)
+    trials = verification_trials(test_utts, [test_rows[u]["spk_id"] for u in test_utts])
+    return datasets, speakers, trials
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    torch.set_num_threads(hparams["torch_threads"])
+    started = time.time()
+
+    run_on_main(prepare_synthdomains, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
+        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+    check_encoder_source(hparams)
+    encoder = load_encoder(hparams["encoder_source"])
+    fingerprint = encoder_fingerprint(encoder)
+    run_on_main(compute_features, args=[hparams, encoder, fingerprint])
+    caches = compute_features(hparams, encoder, fingerprint)  # complete: only opens them
+    feature_minutes = (time.time() - started) / 60
+    datasets, speakers, trials = dataio_prepare(hparams, caches)
+
+    weighted_sum = hparams["weighted_sum"](encoder)
+    head = hparams["head"](input_size=weighted_sum.hidden_size, n_classes=len(speakers))
+    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
+    hparams["checkpointer"].add_recoverable("head", head)
+    brain = SpeakerProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
+                              run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.trials = trials
+    fit_started = time.time()
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
+              train_loader_kwargs=hparams["train_dataloader_opts"],
+              valid_loader_kwargs=hparams["test_dataloader_opts"])
+    fit_minutes = (time.time() - fit_started) / 60
+    brain.evaluate(datasets["test"], max_key="accuracy", test_loader_kwargs=hparams["test_dataloader_opts"])
+
+    if if_main_process():
+        with open(Path(hparams["output_folder"]) / "trials.txt", "w", encoding="utf-8") as handle:
+            handle.writelines(f"{int(same)} {a} {b}\n" for a, b, same in trials)
+        results = {
+            "task": "speaker_probe", "encoder_name": hparams["encoder_name"],
+            "encoder_source": hparams["encoder_source"], "encoder_fingerprint": fingerprint[:16],
+            "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
+            "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
+            "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
+            "layer_weights": [round(w, 4) for w in brain.modules.weighted_sum.layer_weights().tolist()],
+            "metrics": {hparams["test_split"]: brain.test_stats}, "speakers": len(speakers),
+            "crops": {"train": len(datasets["train"]), "valid": len(datasets["valid"]),
+                      "test": len(datasets["test"]), "seconds": hparams["crop_seconds"],
+                      "snr_db": hparams["snr_db"]},
+            "epochs": hparams["epoch_counter"].current,
+            "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
+            "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
+        }
+        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", results)
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
