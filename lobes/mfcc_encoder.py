@@ -8,7 +8,7 @@ both alike. :func:`load_encoder` picks one from a source string.
 import torch
 from torch import nn
 
-from lobes.encoder import FrozenTeacher, frame_mask, sample_mask
+from lobes.encoder import FrozenTeacher, sample_mask
 
 HOP_SAMPLES = 160  # 10 ms at 16 kHz
 
@@ -58,17 +58,18 @@ class MFCCEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, wavs, wav_lens):
-        mask = sample_mask(wavs, wav_lens)
-        feats = self.mfcc(wavs.float() * mask)  # [B, T10, F]
-        lengths10 = torch.clamp(mask.sum(1) // HOP_SAMPLES + 1, max=feats.shape[1])
-        valid = frame_mask(lengths10, feats.shape[1])[..., None].float()
-        count = valid.sum(1, keepdim=True).clamp(min=1)
-        mean = (feats * valid).sum(1, keepdim=True) / count
-        std = torch.sqrt((((feats - mean) * valid) ** 2).sum(1, keepdim=True) / count + 1e-5)
-        feats = (feats - mean) / std * valid
-        n_frames = feats.shape[1] // self.stack
-        feats = feats[:, : n_frames * self.stack].reshape(feats.shape[0], n_frames, self.hidden_size)
-        return feats[None], (lengths10 // self.stack).long()
+        n_samples = sample_mask(wavs, wav_lens).sum(1)
+        # one utterance at a time: the windows and deltas at its end never see the batch padding
+        feats = [self.utterance(wav[:n]) for wav, n in zip(wavs.float(), n_samples)]
+        frame_lengths = torch.tensor([len(f) for f in feats], dtype=torch.long)
+        return nn.utils.rnn.pad_sequence(feats, batch_first=True)[None], frame_lengths
+
+    def utterance(self, wav):
+        """``[T, D]`` features of one unpadded waveform ``[S]``."""
+        feats = self.mfcc(wav[None])[0]  # [S // HOP_SAMPLES + 1, F]
+        feats = (feats - feats.mean(0)) / torch.sqrt(feats.var(0, unbiased=False) + 1e-5)
+        n_frames = len(feats) // self.stack  # an incomplete last stack is dropped
+        return feats[: n_frames * self.stack].reshape(n_frames, self.hidden_size)
 
 
 def load_encoder(source, **mfcc_settings):
