@@ -204,7 +204,7 @@ def main(argv):
 
     run_on_main(prepare_synthdomains, kwargs={
         "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
-        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"], "skip_prep": hparams["skip_prep"]})
     check_encoder_source(hparams)
     encoder = load_encoder(hparams["encoder_source"])
     fingerprint = encoder_fingerprint(encoder)
