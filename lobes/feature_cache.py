@@ -31,10 +31,12 @@ FORMAT_VERSION = 1
 
 def encoder_fingerprint(encoder):
     """Hex SHA-256 of an encoder's class, config, input policy and weights."""
-    config = encoder.config
+    config = encoder.config.to_dict() if hasattr(encoder.config, "to_dict") else dict(encoder.config)
+    for where in ("_name_or_path", "transformers_version"):  # the same weights elsewhere are the same encoder
+        config.pop(where, None)
     identity = {
         "class": type(encoder).__name__,
-        "config": config.to_dict() if hasattr(config, "to_dict") else config,
+        "config": config,
         "input_policy": [getattr(encoder, "normalize", None), getattr(encoder, "use_mask", None)],
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())

@@ -61,7 +61,7 @@ class CharVocabulary:
         return cls([BLANK] + sorted(set("".join(texts))))
 
     def encode(self, text):
-        return [self.index[c] for c in text if c in self.index and c != BLANK]
+        return [self.index[c] for c in text if c in self.index]
 
     def decode(self, ids):
         return "".join(self.tokens[i] for i in ids if i != 0)
@@ -121,6 +121,11 @@ class CTCProbeBrain(sb.Brain):
                 stats.append(batch.id, hyps, refs)
         return loss
 
+    def layer_weights(self):
+        """The learnt layer weights (a list), also when the mix is wrapped for DDP."""
+        mix = self.modules.weighted_sum
+        return getattr(mix, "module", mix).layer_weights().tolist()
+
     def init_optimizers(self):
         """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
         self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
@@ -141,7 +146,7 @@ class CTCProbeBrain(sb.Brain):
             return
         stats.update({name: s.summarize("error_rate") for name, s in self.error_stats.items()})
         if stage == sb.Stage.VALID:
-            weights = self.modules.weighted_sum.layer_weights().tolist()
+            weights = self.layer_weights()
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
                             "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
@@ -244,7 +249,7 @@ def main(argv):
             "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
             "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
             "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
-            "layer_weights": [round(w, 4) for w in brain.modules.weighted_sum.layer_weights().tolist()],
+            "layer_weights": [round(w, 4) for w in brain.layer_weights()],
             "metrics": metrics, "vocabulary": len(vocab),
             "train_hours": round(sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600, 4),
             "epochs": hparams["epoch_counter"].current,

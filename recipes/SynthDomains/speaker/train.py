@@ -84,6 +84,11 @@ class SpeakerProbeBrain(sb.Brain):
             self.embeddings.update(zip(batch.id, embeddings.detach().cpu()))
         return loss
 
+    def layer_weights(self):
+        """The learnt layer weights (a list), also when the mix is wrapped for DDP."""
+        mix = self.modules.weighted_sum
+        return getattr(mix, "module", mix).layer_weights().tolist()
+
     def init_optimizers(self):
         """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
         self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
@@ -104,7 +109,7 @@ class SpeakerProbeBrain(sb.Brain):
             return
         stats["accuracy"] = 100 * self.correct / max(self.counted, 1)
         if stage == sb.Stage.VALID:
-            weights = self.modules.weighted_sum.layer_weights().tolist()
+            weights = self.layer_weights()
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
                             "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
@@ -221,7 +226,7 @@ def main(argv):
             "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
             "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
             "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
-            "layer_weights": [round(w, 4) for w in brain.modules.weighted_sum.layer_weights().tolist()],
+            "layer_weights": [round(w, 4) for w in brain.layer_weights()],
             "metrics": {hparams["test_split"]: brain.test_stats}, "speakers": len(speakers),
             "crops": {"train": len(datasets["train"]), "valid": len(datasets["valid"]),
                       "test": len(datasets["test"]), "seconds": hparams["crop_seconds"],
