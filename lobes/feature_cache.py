@@ -50,8 +50,8 @@ def encoder_fingerprint(encoder):
 class NoisyCrops:
     """``n_crops`` random crops of each utterance with white noise added, drawn from ``seed``.
 
-    Every crop is a function of ``(seed, utterance ID, crop index)`` only, so a
-    cache of them is reproducible. Crops of utterances shorter than
+    Every crop, noise included, is a function of ``(seed, utterance ID, crop
+    index)`` only, so a cache of them is reproducible. Crops of utterances shorter than
     ``seconds`` are the whole utterance.
 
     Parameters
@@ -71,15 +71,16 @@ class NoisyCrops:
     snr_db: float = 10.0
     seed: int = 0
 
-    def rng(self, utt_id, k):
-        return np.random.default_rng([self.seed, zlib.crc32(utt_id.encode()), k])
+    def rng(self, utt_id, k, stream):
+        """Generator of crop ``k`` of ``utt_id``: stream 0 places it, stream 1 draws its noise."""
+        return np.random.default_rng([self.seed, zlib.crc32(utt_id.encode()), k, stream])
 
     def items(self, utt_id, wav, n_samples):
         """``(item_id, wav, start, stop)`` of every crop of one utterance."""
         crop = min(int(self.seconds * SAMPLE_RATE), n_samples)
         out = []
         for k in range(self.n_crops):
-            start = int(self.rng(utt_id, k).integers(0, n_samples - crop + 1))
+            start = int(self.rng(utt_id, k, 0).integers(0, n_samples - crop + 1))
             out.append((f"{utt_id}#{k}", wav, start, start + crop))
         return out
 
@@ -88,7 +89,7 @@ class NoisyCrops:
         if self.snr_db is None:
             return sig
         utt_id, k = item_id.rsplit("#", 1)
-        noise = torch.from_numpy(self.rng(utt_id, int(k) + self.n_crops).standard_normal(len(sig))).float()
+        noise = torch.from_numpy(self.rng(utt_id, int(k), 1).standard_normal(len(sig))).float()
         power = sig.pow(2).mean().clamp(min=1e-10)
         return sig + noise * torch.sqrt(power / 10 ** (self.snr_db / 10))
 
@@ -113,8 +114,10 @@ def item_batches(items, batch_size, crops=None):
         chunk = items[first: first + batch_size]
         sigs = []
         for item_id, wav, start, stop in chunk:
-            sig = read_audio({"file": wav, "start": start, "stop": stop})
-            sigs.append(sig if crops is None else crops.corrupt(sig, item_id))
+            if crops is None:  # the whole file, whatever the rounding of the manifest's duration
+                sigs.append(read_audio(wav))
+            else:
+                sigs.append(crops.corrupt(read_audio({"file": wav, "start": start, "stop": stop}), item_id))
         lengths = torch.tensor([len(sig) for sig in sigs], dtype=torch.float)
         wavs = torch.nn.utils.rnn.pad_sequence(sigs, batch_first=True)
         yield [item[0] for item in chunk], wavs, lengths / wavs.shape[1]

@@ -154,7 +154,7 @@ class CTCProbeBrain(sb.Brain):
             self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
         else:
             self.hparams.train_logger.log_stats(
-                stats_meta={"test set": self.test_set, "epochs trained": self.hparams.epoch_counter.current},
+                stats_meta={"test set": self.test_set, "checkpoint of epoch": self.hparams.epoch_counter.current},
                 test_stats=stats)
             with open(Path(self.hparams.output_folder) / f"wer_{self.test_set}.txt", "w", encoding="utf-8") as f:
                 self.error_stats["WER"].write_stats(f)
@@ -235,6 +235,7 @@ def main(argv):
               train_loader_kwargs={"batch_sampler": train_sampler, "num_workers": hparams["num_workers"]},
               valid_loader_kwargs=hparams["test_dataloader_opts"])
     fit_minutes = (time.time() - fit_started) / 60
+    epochs = hparams["epoch_counter"].current  # testing loads the best checkpoint, and its epoch count
 
     metrics = {}
     for split in hparams["test_splits"]:
@@ -252,7 +253,7 @@ def main(argv):
             "layer_weights": [round(w, 4) for w in brain.layer_weights()],
             "metrics": metrics, "vocabulary": len(vocab),
             "train_hours": round(sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600, 4),
-            "epochs": hparams["epoch_counter"].current,
+            "epochs": epochs, "best_epoch": hparams["epoch_counter"].current,
             "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
             "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
         }

@@ -120,7 +120,8 @@ class SpeakerProbeBrain(sb.Brain):
             stats["trials"] = len(self.trials)
             stats["target_trials"] = sum(same for _, _, same in self.trials)
             self.hparams.train_logger.log_stats(
-                stats_meta={"test set": self.hparams.test_split, "epochs trained": self.hparams.epoch_counter.current},
+                stats_meta={"test set": self.hparams.test_split,
+                            "checkpoint of epoch": self.hparams.epoch_counter.current},
                 test_stats=stats)
             self.test_stats = stats
 
@@ -215,6 +216,7 @@ def main(argv):
               train_loader_kwargs=hparams["train_dataloader_opts"],
               valid_loader_kwargs=hparams["test_dataloader_opts"])
     fit_minutes = (time.time() - fit_started) / 60
+    epochs = hparams["epoch_counter"].current  # testing loads the best checkpoint, and its epoch count
     brain.evaluate(datasets["test"], max_key="accuracy", test_loader_kwargs=hparams["test_dataloader_opts"])
 
     if if_main_process():
@@ -231,7 +233,7 @@ def main(argv):
             "crops": {"train": len(datasets["train"]), "valid": len(datasets["valid"]),
                       "test": len(datasets["test"]), "seconds": hparams["crop_seconds"],
                       "snr_db": hparams["snr_db"]},
-            "epochs": hparams["epoch_counter"].current,
+            "epochs": epochs, "best_epoch": hparams["epoch_counter"].current,
             "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
             "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
         }
