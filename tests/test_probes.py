@@ -74,7 +74,9 @@ def test_padding_changes_nothing():
 def test_noisy_crops_are_seeded_and_at_the_snr():
     crops = NoisyCrops(n_crops=3, seconds=1.0, snr_db=10.0, seed=7)
     items = crops.items("utt", "a.flac", 40000)
-    assert items == crops.items("utt", "a.flac", 40000) != NoisyCrops(3, 1.0, 10.0, seed=8).items("utt", "a.flac", 40000)
+    other_seed = NoisyCrops(3, 1.0, 10.0, seed=8)
+    assert items == crops.items("utt", "a.flac", 40000) != other_seed.items("utt", "a.flac", 40000)
+    assert NoisyCrops(5, 1.0, 10.0, seed=7).items("utt", "a.flac", 40000)[:3] == items  # crop k: independent of n
     assert [i[0] for i in items] == ["utt#0", "utt#1", "utt#2"] and all(b - a == 16000 for _, _, a, b in items)
     assert crops.items("short", "b.flac", 8000) == [(f"short#{k}", "b.flac", 0, 8000) for k in range(3)]
     sig = torch.sin(torch.arange(16000) / 5.0)
