@@ -124,6 +124,20 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     return summary
 
 
+def prepare_from_hparams(hparams):
+    """Prepare the corpus for a recipe, on the main process only (others wait).
+
+    Reads the recipe keys ``data_folder``, ``manifest_folder``, ``corpus_scale``,
+    ``corpus_seed`` and, when present, ``skip_prep``.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    run_on_main(prepare_synthdomains, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
+        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"],
+        "skip_prep": hparams.get("skip_prep", False)})
+
+
 def _is_complete(summary_path, data_folder, save_folder, options):
     """True when a previous run with these options finished without failures and no file is missing."""
     if not summary_path.exists():

@@ -6,7 +6,8 @@ Stages, each skipped when done (re-running the same command resumes):
 2. the teacher: ``teacher_source`` (hub id or folder); the offline default is
    built by the teacher recipe when missing;
 3. the subset: the selection stages of ``selection/`` with the configured selector;
-4. optionally the teacher targets of the subset, computed once in fp16;
+4. optionally the teacher targets of the subset and of the validation utterances,
+   computed once in fp16;
 5. distillation (``DistillBrain``), checkpointed every epoch; the student is
    exported to ``<output_folder>/save/student`` as an HF model folder.
 
@@ -16,9 +17,9 @@ python train.py hparams/distill_kmeans.yaml [--budget_hours=0.5 --number_of_epoc
 torchrun --nproc_per_node=2 train.py hparams/distill_kmeans.yaml   # several processes
 """
 
+import hashlib
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,15 +30,15 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+from offline_teacher import ensure_teacher  # noqa: E402
+from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
 from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
 from lobes.encoder import frame_mask  # noqa: E402
-from lobes.target_cache import TargetCache, build_target_cache  # noqa: E402
+from lobes.target_cache import build_target_cache  # noqa: E402
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
-TEACHER_RECIPE = Path(__file__).resolve().parents[1] / "teacher"
 
 
 class DistillBrain(sb.Brain):
@@ -97,24 +98,6 @@ class DistillBrain(sb.Brain):
         self.last_stats = stats
 
 
-def ensure_teacher(hparams):
-    """Build the offline teacher with its recipe when the configured folder is missing."""
-    source = hparams["teacher_source"]
-    if Path(source).exists() or source != hparams["offline_teacher"]:
-        return
-    logger.info("teacher %s missing: pretraining it with %s (about 45 min on 2 cores; done once)",
-                source, TEACHER_RECIPE / "train.py")
-    started = time.time()
-    subprocess.run([sys.executable, "train.py", hparams["teacher_hparams"],
-                    f"--data_folder={Path(hparams['data_folder']).resolve()}",
-                    f"--manifest_folder={Path(hparams['manifest_folder']).resolve()}",
-                    f"--corpus_scale={hparams['corpus_scale']}", f"--corpus_seed={hparams['corpus_seed']}",
-                    f"--output_folder={Path(hparams['offline_teacher_folder']).resolve()}",
-                    *hparams["teacher_overrides"]],
-                   cwd=TEACHER_RECIPE, check=True)
-    logger.info("teacher built in %.1f min", (time.time() - started) / 60)
-
-
 def ensure_subset(hparams):
     """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
     pool = Path(hparams["manifest_folder"]) / "pool.csv"
@@ -126,16 +109,19 @@ def ensure_subset(hparams):
     return subset_csv
 
 
-def dataio_prepare(hparams, subset_csv, teacher, cache):
-    """Training crops of the subset (with cached targets when given) and whole validation utterances."""
-    config = teacher.config
-    hop = int(torch.prod(torch.tensor(config.conv_stride)))
-    crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
+def load_datasets(hparams, subset_csv):
+    """The subset (training) and the first ``valid_utterances`` of the validation split, by duration."""
     replacements = {"data_root": hparams["data_folder"]}
     train = sb.dataio.dataset.DynamicItemDataset.from_csv(str(subset_csv), replacements=replacements)
     valid = sb.dataio.dataset.DynamicItemDataset.from_csv(
         str(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv"), replacements=replacements)
-    valid = valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
+    return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
+
+
+def add_pipelines(hparams, train, valid, config, train_cache=None, valid_cache=None):
+    """Training: random frame-aligned crops; validation: whole utterances; cached targets when given."""
+    hop = int(torch.prod(torch.tensor(config.conv_stride)))
+    crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
     @sb.utils.data_pipeline.provides("sig", "targets")
@@ -143,24 +129,26 @@ def dataio_prepare(hparams, subset_csv, teacher, cache):
         start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
         sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
         yield sig
-        if cache is not None:
-            yield cache.get(utt_id, start // hop, frame_count(len(sig), config.conv_kernel, config.conv_stride))
+        if train_cache is not None:
+            yield train_cache.get(utt_id, start // hop, frame_count(len(sig), config.conv_kernel, config.conv_stride))
 
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def whole(wav):
-        return sb.dataio.dataio.read_audio(wav)
+    @sb.utils.data_pipeline.takes("wav", "id")
+    @sb.utils.data_pipeline.provides("sig", "targets")
+    def whole(wav, utt_id):
+        yield sb.dataio.dataio.read_audio(wav)
+        if valid_cache is not None:
+            yield valid_cache.get(utt_id)
 
     sb.dataio.dataset.add_dynamic_item([train], train_crop)
     sb.dataio.dataset.add_dynamic_item([valid], whole)
-    sb.dataio.dataset.set_output_keys([train], ["id", "sig"] + (["targets"] if cache is not None else []))
-    sb.dataio.dataset.set_output_keys([valid], ["id", "sig"])
-    return train, valid
+    sb.dataio.dataset.set_output_keys([train], ["id", "sig"] + (["targets"] if train_cache is not None else []))
+    sb.dataio.dataset.set_output_keys([valid], ["id", "sig"] + (["targets"] if valid_cache is not None else []))
 
 
-def whole_utterance_batches(csv_path, data_root, batch_size):
-    """``(ids, wavs, wav_lens)`` batches of whole utterances, sorted by duration (little padding)."""
-    data = sb.dataio.dataset.DynamicItemDataset.from_csv(str(csv_path), replacements={"data_root": data_root})
+def whole_utterance_batches(dataset, batch_size):
+    """``(ids, wavs, wav_lens)`` batches of a dataset's whole utterances, by duration (little padding)."""
+    rows = {i: {k: v for k, v in dataset.data[i].items() if k != "id"} for i in dataset.data_ids}
+    data = sb.dataio.dataset.DynamicItemDataset(rows)
     data = data.filtered_sorted(sort_key="duration")
     sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
     sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
@@ -168,12 +156,12 @@ def whole_utterance_batches(csv_path, data_root, batch_size):
     return ((batch.id, *batch.sig) for batch in loader), len(loader)
 
 
-def build_cache(hparams, subset_csv, teacher, layers):
-    """The teacher targets of the subset, keyed by teacher, layers and subset content."""
-    from selection.outputs import file_sha256
-
-    key = f"{Path(hparams['teacher_source']).name}-{'-'.join(map(str, layers))}-{file_sha256(subset_csv)[:12]}"
-    batches, total = whole_utterance_batches(subset_csv, hparams["data_folder"], hparams["cache_batch_size"])
+def build_cache(hparams, name, dataset, teacher, layers):
+    """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list."""
+    content = json.dumps([(i, dataset.data[i]["wav"]) for i in sorted(dataset.data_ids)]).encode()
+    key = f"{name}-{Path(hparams['teacher_source']).name}-{'-'.join(map(str, layers))}-" \
+          f"{hashlib.sha256(content).hexdigest()[:12]}"
+    batches, total = whole_utterance_batches(dataset, hparams["cache_batch_size"])
     return build_target_cache(teacher, batches, layers, Path(hparams["cache_folder"]) / key, total)
 
 
@@ -184,9 +172,7 @@ def main(argv):
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
 
-    run_on_main(prepare_synthdomains, kwargs={
-        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
-        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+    prepare_from_hparams(hparams)
     run_on_main(ensure_teacher, args=[hparams])
     subset_csv = None
     if if_main_process():
@@ -196,11 +182,13 @@ def main(argv):
 
     teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
     student = hparams["student_class"](teacher)
-    cache = None
+    train, valid = load_datasets(hparams, subset_csv)
+    caches = {}
     if hparams["cache_teacher_targets"]:
-        run_on_main(build_cache, args=[hparams, subset_csv, teacher, student.target_layers])
-        cache = build_cache(hparams, subset_csv, teacher, student.target_layers)
-    train, valid = dataio_prepare(hparams, subset_csv, teacher, cache)
+        for name, dataset in (("train", train), ("valid", valid)):
+            run_on_main(build_cache, args=[hparams, name, dataset, teacher, student.target_layers])
+            caches[f"{name}_cache"] = build_cache(hparams, name, dataset, teacher, student.target_layers)
+    add_pipelines(hparams, train, valid, teacher.config, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
     steps = -(-len(train) // hparams["batch_size"]) * hparams["number_of_epochs"]

@@ -26,10 +26,10 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import ddp_barrier, ddp_init_group, if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, ddp_init_group, if_main_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
 from selection.stages import run_selection  # noqa: E402
 
@@ -45,9 +45,7 @@ def main(argv):
     ddp_init_group(run_opts)
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
 
-    run_on_main(prepare_synthdomains, kwargs={
-        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
-        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"], "skip_prep": hparams["skip_prep"]})
+    prepare_from_hparams(hparams)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     subset, result = run_selection(
         hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], hparams["extractor"],

@@ -38,7 +38,8 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+from offline_teacher import require_encoder  # noqa: E402
+from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
 from lobes.feature_cache import NoisyCrops, cache_features, encoder_fingerprint  # noqa: E402
 from lobes.mfcc_encoder import load_encoder  # noqa: E402
@@ -126,16 +127,6 @@ class SpeakerProbeBrain(sb.Brain):
             self.test_stats = stats
 
 
-def check_encoder_source(hparams):
-    """Stop early, with the command to run, when the offline teacher has not been built."""
-    source = hparams["encoder_source"]
-    if source == hparams["offline_teacher"] and not Path(source).exists():
-        raise FileNotFoundError(
-            f"{source} not found: build the offline teacher first with "
-            "`python recipes/SynthDomains/teacher/train.py recipes/SynthDomains/teacher/hparams/hubert_small.yaml`, "
-            "or pass --encoder_source=<hub id or folder> / --encoder_source=mfcc")
-
-
 def crop_settings(hparams, split):
     """The fixed noisy crops of a split (test crops drawn from another seed than training crops)."""
     is_test = split == hparams["test_split"]
@@ -193,10 +184,8 @@ def main(argv):
     torch.set_num_threads(hparams["torch_threads"])
     started = time.time()
 
-    run_on_main(prepare_synthdomains, kwargs={
-        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
-        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"], "skip_prep": hparams["skip_prep"]})
-    check_encoder_source(hparams)
+    prepare_from_hparams(hparams)
+    require_encoder(hparams)
     encoder = load_encoder(hparams["encoder_source"])
     fingerprint = encoder_fingerprint(encoder)
     run_on_main(compute_features, args=[hparams, encoder, fingerprint])

@@ -28,7 +28,7 @@ from speechbrain.utils.distributed import run_on_main
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthdomains_prepare import prepare_synthdomains  # noqa: E402
+from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
 from selection.features import MFCCExtractor  # noqa: E402
 from selection.manifest import read_manifest  # noqa: E402
@@ -199,9 +199,7 @@ def main(argv):
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
 
-    run_on_main(prepare_synthdomains, kwargs={
-        "data_folder": hparams["data_folder"], "save_folder": hparams["manifest_folder"],
-        "scale": hparams["corpus_scale"], "seed": hparams["corpus_seed"]})
+    prepare_from_hparams(hparams)
     manifest = read_manifest(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv",
                              data_root=hparams["data_folder"])
     run_on_main(build_targets, args=[hparams, manifest])
