@@ -30,6 +30,7 @@ from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
+from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
 from selection.features import MFCCExtractor  # noqa: E402
 from selection.manifest import read_manifest  # noqa: E402
 from selection.pipeline import UnitPipeline  # noqa: E402
@@ -144,21 +145,19 @@ def dataio_prepare(hparams, units):
     ids = [utt_id for utt_id in data.data_ids if utt_id in units]
     train_ids, valid_ids = split_ids(ids, hparams["valid_fraction"], hparams["seed"])
     crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // FRAME_SAMPLES * FRAME_SAMPLES
+    config = hparams["hubert_config"]
 
     def take(wav, utt_id, n_samples, start):
         sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + n_samples})
         sig = (sig - sig.mean()) / (sig.std() + 1e-7)
         first_unit = start // MFCC_HOP + 1
         targets = torch.from_numpy(units[utt_id][first_unit::2].astype(np.int64))
-        return sig, targets[: (len(sig) - 400) // FRAME_SAMPLES + 1]
+        return sig, targets[: frame_count(len(sig), config.conv_kernel, config.conv_stride)]
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
     @sb.utils.data_pipeline.provides("sig", "targets")
     def train_pipeline(wav, utt_id, duration):
-        total = int(float(duration) * SAMPLE_RATE)
-        n_samples = min(crop, total)
-        # torch's generator: DataLoader workers get a new seed every epoch, so crops change
-        start = int(torch.randint(0, (total - n_samples) // FRAME_SAMPLES + 1, ())) * FRAME_SAMPLES
+        start, n_samples = random_aligned_crop(int(float(duration) * SAMPLE_RATE), crop, FRAME_SAMPLES)
         yield from take(wav, utt_id, n_samples, start)
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
@@ -166,8 +165,9 @@ def dataio_prepare(hparams, units):
     def valid_pipeline(wav, utt_id, duration):
         yield from take(wav, utt_id, min(2 * crop, int(float(duration) * SAMPLE_RATE)), 0)
 
-    train = data.filtered_sorted(key_test={"id": lambda i: i in set(train_ids)})
-    valid = data.filtered_sorted(key_test={"id": lambda i: i in set(valid_ids)}, sort_key="duration")
+    train_ids, valid_ids = set(train_ids), set(valid_ids)
+    train = data.filtered_sorted(key_test={"id": lambda i: i in train_ids})
+    valid = data.filtered_sorted(key_test={"id": lambda i: i in valid_ids}, sort_key="duration")
     sb.dataio.dataset.add_dynamic_item([train], train_pipeline)
     sb.dataio.dataset.add_dynamic_item([valid], valid_pipeline)
     sb.dataio.dataset.set_output_keys([train, valid], ["id", "sig", "targets"])
