@@ -121,29 +121,19 @@ class SSLExtractor:
     """
 
     def __init__(self, source, layer, device="cpu"):
-        from transformers import AutoFeatureExtractor, AutoModel
+        from lobes.encoder import FrozenTeacher
 
         self.device = torch.device(device)
         self.source = str(source)
-        self.model = AutoModel.from_pretrained(str(source)).to(self.device).eval()
-        self.model.requires_grad_(False)
-        config = self.model.config
+        self.encoder = FrozenTeacher(source).to(self.device)
+        config = self.encoder.config
         n_states = config.num_hidden_layers + 1
         if not -n_states <= layer < n_states:
             raise ValueError(f"layer {layer} out of range for {n_states} hidden states of {source}")
         self.layer = layer % n_states
-        try:
-            processor = AutoFeatureExtractor.from_pretrained(str(source))
-            self.normalize = bool(getattr(processor, "do_normalize", False))
-            self.use_mask = bool(getattr(processor, "return_attention_mask", False))
-        except OSError:  # no preprocessor_config.json: follow the model's own norm type
-            self.normalize = False
-            self.use_mask = getattr(config, "feat_extract_norm", "group") == "layer"
-        self.kernels = list(config.conv_kernel)
-        self.strides = list(config.conv_stride)
-        self.frame_rate = SAMPLE_RATE / float(np.prod(self.strides))
+        self.frame_rate = SAMPLE_RATE / float(np.prod(config.conv_stride))
         self.dim = config.hidden_size
-        self.min_samples = self._receptive_field()
+        self.min_samples = _receptive_field(config.conv_kernel, config.conv_stride)
 
     def settings(self):
         """What identifies these features (for stage hashes and provenance).
@@ -159,30 +149,6 @@ class SSLExtractor:
                 digest.update(f"{path.relative_to(folder)}:{file_sha256(path)}\n".encode())
             settings["files_sha256"] = digest.hexdigest()
         return settings
-
-    def _receptive_field(self):
-        field = 1
-        for kernel, stride in zip(reversed(self.kernels), reversed(self.strides)):
-            field = (field - 1) * stride + kernel
-        return field
-
-    def output_frames(self, lengths):
-        """Frames the CNN front-end yields for waveforms of ``lengths`` samples.
-
-        Parameters
-        ----------
-        lengths : torch.Tensor
-            Integer lengths in samples.
-
-        Returns
-        -------
-        torch.Tensor
-            Integer frame counts (0 for waveforms shorter than the receptive field).
-        """
-        lengths = lengths.clone()
-        for kernel, stride in zip(self.kernels, self.strides):
-            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-        return lengths.clamp(min=0)
 
     def __call__(self, wavs):
         """Features of each waveform (see class notes for padding).
@@ -200,20 +166,20 @@ class SSLExtractor:
         lengths = torch.tensor([len(w) for w in wavs])
         width = max(int(lengths.max()), self.min_samples)
         batch = torch.zeros(len(wavs), width)
-        mask = torch.arange(width)[None, :] < lengths[:, None]
         for i, wav in enumerate(wavs):
-            if self.normalize and len(wav) > 0:
-                wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
             batch[i, : len(wav)] = wav
         with torch.inference_mode():
-            out = self.model(
-                batch.to(self.device),
-                attention_mask=mask.long().to(self.device) if self.use_mask else None,
-                output_hidden_states=True,
-            )
-            hidden = out.hidden_states[self.layer].float().cpu()
-        frames = self.output_frames(lengths)
+            hidden, frames = self.encoder(batch.to(self.device), (lengths / width).to(self.device))
+        hidden = hidden[self.layer].cpu()
         return [hidden[i, : int(frames[i])].numpy() for i in range(len(wavs))]
+
+
+def _receptive_field(kernels, strides):
+    """Samples one output frame of a CNN front-end sees (the shortest usable input)."""
+    field = 1
+    for kernel, stride in zip(reversed(kernels), reversed(strides)):
+        field = (field - 1) * stride + kernel
+    return field
 
 
 def iter_features(waveforms, extractor, batch_size=8):

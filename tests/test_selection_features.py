@@ -50,7 +50,7 @@ def test_attention_mask_makes_batching_exact(tmp_path):
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
                              do_normalize=True, return_attention_mask=True).save_pretrained(tmp_path)
     extractor = SSLExtractor(tmp_path, layer=2)
-    assert extractor.use_mask and extractor.normalize
+    assert extractor.encoder.use_mask and extractor.encoder.normalize
     short = torch.randn(8000)
     batched = extractor([torch.randn(16000), short])[1]
     assert np.allclose(batched, extractor([short])[0], atol=1e-4)
