@@ -164,3 +164,26 @@ def cache_features(encoder, csv_path, data_root, cache_root, crops=None, batch_s
     # a lazy generator: nothing is read or encoded when the cache is already complete
     return build_target_cache(encoder, item_batches(items, batch_size, crops), None, folder,
                               total=-(-len(items) // batch_size), desc=f"{name} features")
+
+
+def probe_inputs(batch, encoder=None):
+    """Hidden states ``[L+1, B, T, D]`` and frame lengths ``[B]`` of a probe batch.
+
+    Parameters
+    ----------
+    batch : speechbrain.dataio.batch.PaddedBatch
+        With ``feats`` (cached ``[B, T, L+1, D]`` features) when ``encoder`` is
+        ``None``, else with ``sig`` (audio ``[B, S]``).
+    encoder : torch.nn.Module, optional
+        The frozen encoder, run now on ``batch.sig`` (corpora too large to cache).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+    """
+    if encoder is None:
+        feats, rel_lens = batch.feats
+        return feats.permute(2, 0, 1, 3), torch.round(rel_lens * feats.shape[1]).long()
+    wavs, rel_lens = batch.sig
+    with torch.no_grad():
+        return encoder(wavs, rel_lens)

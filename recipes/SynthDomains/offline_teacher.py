@@ -20,10 +20,11 @@ def ensure_teacher(hparams):
     """Pretrain the offline teacher with its recipe when ``teacher_source`` is it and is missing.
 
     Uses the recipe keys ``teacher_source``, ``offline_teacher``, ``offline_teacher_folder``,
-    ``teacher_hparams``, ``teacher_overrides`` and the corpus keys.
+    ``teacher_hparams``, ``teacher_overrides`` and the corpus keys; a recipe without
+    ``offline_teacher`` (another dataset) is left alone.
     """
     source = hparams["teacher_source"]
-    if Path(source).exists() or source != hparams["offline_teacher"]:
+    if Path(source).exists() or source != hparams.get("offline_teacher"):  # other datasets have no offline teacher
         return
     logger.info("teacher %s missing: pretraining it with %s (done once)", source, TEACHER_RECIPE / "train.py")
     started = time.time()
@@ -40,6 +41,6 @@ def ensure_teacher(hparams):
 def require_encoder(hparams):
     """Stop early, with the command to run, when ``encoder_source`` is the missing offline teacher."""
     source = hparams["encoder_source"]
-    if source == hparams["offline_teacher"] and not Path(source).exists():
+    if source == hparams.get("offline_teacher") and not Path(source).exists():
         raise FileNotFoundError(f"{source} not found: build the offline teacher first with `{BUILD_COMMAND}`, "
                                 "or pass --encoder_source=<hub id or folder> / --encoder_source=mfcc")

@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""CTC speech-recognition probe of a frozen encoder on SynthDomains (SUPERB-style ASR).
+"""CTC speech-recognition probe of a frozen encoder (SUPERB-style ASR), for every dataset.
 
 Frozen encoder (``encoder_source``: ``mfcc``, an HF hub id or a model folder)
-→ every hidden state, cached once in fp16 → learnable softmax-weighted layer sum
-→ BiLSTM → linear → CTC over characters; greedy decoding; WER and CER on
-``asr_test_in`` (domains seen in training) and ``asr_test_target`` (the unseen
-``neural`` domain). The layer weights and the head have their own optimisers.
+→ every hidden state, cached once in fp16 (or computed live with
+``cache_features: False``, for corpora too large to cache) → learnable
+softmax-weighted layer sum → BiLSTM → linear → CTC over characters; greedy
+decoding; WER and CER on every split of ``test_splits`` (SynthDomains:
+``asr_test_in``, the domains seen in training, and ``asr_test_target``, the
+unseen ``neural`` domain; LibriSpeech: test-clean and test-other). The layer
+weights and the head have their own optimisers.
 
 Stages (re-running the same command resumes):
-1. the corpus (``synthdomains_prepare``) when missing;
+1. the dataset's preparation (``prepare_data`` in the hparams) when not done;
 2. the features of every split, keyed by encoder weights, manifest and settings;
 3. training, checkpointed every epoch (best dev WER kept);
-4. both test sets with the best checkpoint; ``results.json`` in the output folder.
+4. every test set with the best checkpoint; ``results.json`` in the output folder.
+
+This script is shared by every dataset (``recipes/<Dataset>/ASR/train.py`` links
+to it); a dataset brings its preparation function and hparams.
 
 Usage
 -----
@@ -30,11 +36,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from offline_teacher import require_encoder  # noqa: E402
-from synthdomains_prepare import prepare_from_hparams  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
+from SynthDomains.offline_teacher import require_encoder  # noqa: E402
 
-from lobes.feature_cache import cache_features, encoder_fingerprint  # noqa: E402
+from lobes.feature_cache import cache_features, encoder_fingerprint, probe_inputs  # noqa: E402
 from lobes.mfcc_encoder import load_encoder  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -99,13 +104,14 @@ def error_rate_stats():
 
 
 class CTCProbeBrain(sb.Brain):
-    """Weighted layer sum + BiLSTM + CTC on cached features (``batch.feats`` ``[B, T, L+1, D]``)."""
+    """Weighted layer sum + BiLSTM + CTC on cached features, or on a live frozen ``encoder`` when set."""
+
+    encoder = None
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
-        feats, rel_lens = batch.feats
-        frame_lengths = torch.round(rel_lens * feats.shape[1]).long()
-        mixed, _ = self.modules.weighted_sum(feats.permute(2, 0, 1, 3), frame_lengths)
+        hidden, frame_lengths = probe_inputs(batch, self.encoder)
+        mixed, _ = self.modules.weighted_sum(hidden, frame_lengths)
         logits = self.modules.head(mixed, frame_lengths)
         return logits.log_softmax(-1), frame_lengths
 
@@ -162,13 +168,16 @@ class CTCProbeBrain(sb.Brain):
             self.test_stats = stats
 
 
-def dataio_prepare(hparams, caches):
-    """Datasets of cached features and transcripts, one per split."""
+def dataio_prepare(hparams, splits, caches=None):
+    """Datasets of transcripts and cached features (``feats``), or audio (``sig``) without ``caches``."""
     datasets = {}
-    for split, cache in caches.items():
+    for split in splits:
         data = sb.dataio.dataset.DynamicItemDataset.from_csv(
             str(Path(hparams["manifest_folder"]) / f"{split}.csv"), replacements={"data_root": hparams["data_folder"]})
-        sb.dataio.dataset.add_dynamic_item([data], cache.get, takes="id", provides="feats")
+        if caches is None:
+            sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+        else:
+            sb.dataio.dataset.add_dynamic_item([data], caches[split].get, takes="id", provides="feats")
         datasets[split] = data
     vocab = load_vocabulary(Path(hparams["save_folder"]) / "chars.json", datasets[hparams["train_split"]])
 
@@ -178,7 +187,8 @@ def dataio_prepare(hparams, caches):
         return torch.LongTensor(vocab.encode(wrd))
 
     sb.dataio.dataset.add_dynamic_item(list(datasets.values()), tokens)
-    sb.dataio.dataset.set_output_keys(list(datasets.values()), ["id", "feats", "tokens", "wrd"])
+    inputs = "sig" if caches is None else "feats"
+    sb.dataio.dataset.set_output_keys(list(datasets.values()), ["id", inputs, "tokens", "wrd"])
     return datasets, vocab
 
 
@@ -198,15 +208,17 @@ def main(argv):
     torch.set_num_threads(hparams["torch_threads"])
     started = time.time()
 
-    prepare_from_hparams(hparams)
+    run_on_main(hparams["prepare_data"])
     require_encoder(hparams)
     encoder = load_encoder(hparams["encoder_source"])
     fingerprint = encoder_fingerprint(encoder)
     splits = [hparams["train_split"], hparams["valid_split"], *hparams["test_splits"]]
-    run_on_main(compute_features, args=[hparams, encoder, fingerprint, splits])
-    caches = compute_features(hparams, encoder, fingerprint, splits)  # complete: only opens them
+    caches = None
+    if hparams["cache_features"]:
+        run_on_main(compute_features, args=[hparams, encoder, fingerprint, splits])
+        caches = compute_features(hparams, encoder, fingerprint, splits)  # complete: only opens them
     feature_minutes = (time.time() - started) / 60
-    datasets, vocab = dataio_prepare(hparams, caches)
+    datasets, vocab = dataio_prepare(hparams, splits, caches)
 
     weighted_sum = hparams["weighted_sum"](encoder)
     head = hparams["head"](input_size=weighted_sum.hidden_size, n_outputs=len(vocab))
@@ -215,6 +227,8 @@ def main(argv):
     brain = CTCProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
                           run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.vocab = vocab
+    if caches is None:
+        brain.encoder = encoder.to(brain.device)  # frozen, outside the modules: never trained nor switched to train()
     train_sampler = sb.dataio.sampler.DynamicBatchSampler(
         datasets[hparams["train_split"]], max_batch_length=hparams["max_batch_seconds"],
         num_buckets=hparams["num_buckets"], length_func=lambda x: float(x["duration"]), shuffle=True,

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Select a subset of the SynthDomains pool without labels, then distil the teacher into a student on it.
+"""Select a subset of an unlabelled pool without labels, then distil the teacher into a student on it.
 
 Stages, each skipped when done (re-running the same command resumes):
-1. the corpus (``synthdomains_prepare``) when missing;
+1. the dataset's preparation (``prepare_data`` in the hparams: the SynthDomains
+   corpus is generated when missing, LibriSpeech manifests are written);
 2. the teacher: ``teacher_source`` (hub id or folder); the offline default is
    built by the teacher recipe when missing;
 3. the subset: the selection stages of ``selection/`` with the configured selector;
@@ -15,6 +16,9 @@ Usage
 -----
 python train.py hparams/distill_kmeans.yaml [--budget_hours=0.5 --number_of_epochs=4 ...]
 torchrun --nproc_per_node=2 train.py hparams/distill_kmeans.yaml   # several processes
+
+This script is shared by every dataset (``recipes/<Dataset>/distillation/train.py``
+links to it); a dataset brings its preparation function and hparams.
 """
 
 import hashlib
@@ -29,9 +33,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from offline_teacher import ensure_teacher  # noqa: E402
-from synthdomains_prepare import prepare_from_hparams  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
+from SynthDomains.offline_teacher import ensure_teacher  # noqa: E402
 
 from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
 from lobes.encoder import frame_mask  # noqa: E402
@@ -100,9 +103,8 @@ class DistillBrain(sb.Brain):
 
 def ensure_subset(hparams):
     """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
-    pool = Path(hparams["manifest_folder"]) / "pool.csv"
     if hparams["selection"] is None:
-        return pool
+        return Path(hparams["pool_manifest"])
     from selection.stages import run_selection
 
     subset_csv, _ = run_selection(**hparams["selection"])
@@ -172,7 +174,7 @@ def main(argv):
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
 
-    prepare_from_hparams(hparams)
+    run_on_main(hparams["prepare_data"])
     run_on_main(ensure_teacher, args=[hparams])
     subset_csv = None
     if if_main_process():

@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Speaker probe of a frozen encoder on SynthDomains: identification and verification on noisy crops.
+"""Speaker probe of a frozen encoder: identification and verification on (noisy) crops, for every dataset.
 
 Frozen encoder (``encoder_source``: ``mfcc``, an HF hub id or a model folder)
 → every hidden state of ``n_crops`` seeded random crops per utterance with white
 noise added before the encoder (the crops are fixed, so the features are cached
-once in fp16) → learnable softmax-weighted layer sum → statistics pooling →
-linear embedding → linear classifier over the 32 speakers. Reported on
-``spk_test``: identification accuracy over all its crops, and the EER of cosine
-scores between embeddings on every pair of test utterances (first crop each).
+once in fp16; ``cache_features: False`` runs the encoder on every batch instead)
+→ learnable softmax-weighted layer sum → statistics pooling → linear embedding
+→ linear classifier over the training speakers. Reported on ``test_split``:
+identification accuracy over all its crops; and the EER of cosine scores
+between embeddings (first crop of each utterance) on the trials of
+``trials_file`` over the utterances of ``verification_split`` (VoxCeleb1), or,
+without them, on every pair of test utterances (SynthDomains).
 
 Stages (re-running the same command resumes):
-1. the corpus (``synthdomains_prepare``) when missing;
-2. the features of the crops of ``spk_train`` and ``spk_test``;
-3. training on ``spk_train`` crops, a seeded share of its utterances held out
+1. the dataset's preparation (``prepare_data`` in the hparams) when not done;
+2. the features of the crops of the training, test and verification splits;
+3. training on the training crops, a seeded share of its utterances held out
    for validation (best accuracy kept), checkpointed every epoch;
 4. the test; ``results.json`` and ``trials.txt`` in the output folder.
+
+This script is shared by every dataset (``recipes/<Dataset>/speaker/train.py``
+links to it); a dataset brings its preparation function and hparams.
 
 Usage
 -----
@@ -37,11 +43,10 @@ from speechbrain.dataio.dataio import load_data_csv
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from offline_teacher import require_encoder  # noqa: E402
-from synthdomains_prepare import prepare_from_hparams  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
+from SynthDomains.offline_teacher import require_encoder  # noqa: E402
 
-from lobes.feature_cache import NoisyCrops, cache_features, encoder_fingerprint  # noqa: E402
+from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint, probe_inputs  # noqa: E402
 from lobes.mfcc_encoder import load_encoder  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -51,6 +56,23 @@ def verification_trials(utt_ids, speakers):
     """Every pair ``(a, b, same_speaker)`` of distinct utterances, in a fixed order."""
     return [(utt_ids[i], utt_ids[j], speakers[i] == speakers[j])
             for i in range(len(utt_ids)) for j in range(i + 1, len(utt_ids))]
+
+
+def read_trials(path, utt_ids):
+    """``(a, b, same_speaker)`` trials of a file of ``<1|0> <ID a> <ID b>`` lines, checked against ``utt_ids``."""
+    trials = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3 or fields[0] not in ("0", "1"):
+                raise ValueError(f"{path}, line {number}: expected '<1|0> <ID a> <ID b>', got {line.strip()!r}")
+            for utt in fields[1:]:
+                if utt not in utt_ids:
+                    raise ValueError(f"{path}, line {number}: utterance {utt!r} is not in the verification manifest")
+            trials.append((fields[1], fields[2], fields[0] == "1"))
+    return trials
 
 
 def trial_eer(trials, embeddings):
@@ -66,14 +88,28 @@ def trial_eer(trials, embeddings):
 
 
 class SpeakerProbeBrain(sb.Brain):
-    """Weighted layer sum + statistics pooling + classifier on cached crop features."""
+    """Weighted layer sum + statistics pooling + classifier on cached crop features (or a live ``encoder``)."""
+
+    encoder = None
+    verification_set = None  # a dataset of its own when verification is not on the test split
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
-        feats, rel_lens = batch.feats
-        frame_lengths = torch.round(rel_lens * feats.shape[1]).long()
-        mixed, _ = self.modules.weighted_sum(feats.permute(2, 0, 1, 3), frame_lengths)
+        hidden, frame_lengths = probe_inputs(batch, self.encoder)
+        mixed, _ = self.modules.weighted_sum(hidden, frame_lengths)
         return self.modules.head(mixed, frame_lengths)
+
+    def verification_embeddings(self):
+        """Embeddings of the verification crops: those of the test pass, or a pass over their own set."""
+        if self.verification_set is None:
+            return self.embeddings
+        embeddings = {}
+        loader = self.make_dataloader(self.verification_set, sb.Stage.TEST, **self.hparams.test_dataloader_opts)
+        with torch.no_grad():
+            for batch in loader:
+                _, batch_embeddings = self.compute_forward(batch, sb.Stage.TEST)
+                embeddings.update(zip(batch.id, batch_embeddings.cpu()))
+        return embeddings
 
     def compute_objectives(self, predictions, batch, stage):
         logits, embeddings = predictions
@@ -117,7 +153,8 @@ class SpeakerProbeBrain(sb.Brain):
                 train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta={"accuracy": stats["accuracy"]}, max_keys=["accuracy"])
         else:
-            stats["EER"] = trial_eer([(f"{a}#0", f"{b}#0", same) for a, b, same in self.trials], self.embeddings)
+            stats["EER"] = trial_eer([(f"{a}#0", f"{b}#0", same) for a, b, same in self.trials],
+                                     self.verification_embeddings())
             stats["trials"] = len(self.trials)
             stats["target_trials"] = sum(same for _, _, same in self.trials)
             self.hparams.train_logger.log_stats(
@@ -128,51 +165,87 @@ class SpeakerProbeBrain(sb.Brain):
 
 
 def crop_settings(hparams, split):
-    """The fixed noisy crops of a split (test crops drawn from another seed than training crops)."""
-    is_test = split == hparams["test_split"]
+    """The fixed noisy crops of a split (test and verification crops drawn from another seed than training's)."""
+    is_test = split != hparams["train_split"]
     return NoisyCrops(n_crops=hparams["n_test_crops" if is_test else "n_crops"], seconds=hparams["crop_seconds"],
                       snr_db=hparams["snr_db"], seed=hparams["crop_seed"] + int(is_test))
 
 
+def probe_splits(hparams):
+    """The manifests the probe reads: training, test and (when another) verification split."""
+    splits = [hparams["train_split"], hparams["test_split"]]
+    if hparams["verification_split"] not in (None, hparams["test_split"]):
+        splits.append(hparams["verification_split"])
+    return splits
+
+
 def compute_features(hparams, encoder, fingerprint):
-    """Feature caches of the crops of the training and test splits."""
+    """Feature caches of the crops of every split the probe reads."""
     return {split: cache_features(encoder, Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"],
                                   hparams["feature_folder"], crops=crop_settings(hparams, split),
                                   batch_size=hparams["feature_batch_size"], fingerprint=fingerprint)
-            for split in (hparams["train_split"], hparams["test_split"])}
+            for split in probe_splits(hparams)}
 
 
-def dataio_prepare(hparams, caches):
-    """Train / valid / test datasets of crops: ``id`` (``utt#k``), ``feats``, ``label``."""
+def crop_dataset(hparams, split, rows, cache=None):
+    """Dataset of the crops of ``rows``: ``id`` (``utt#k``), ``spk_id``, and ``feats`` from ``cache`` or ``sig``."""
+    crops = crop_settings(hparams, split)
+    items = {}
+    for utt, row in rows.items():
+        n_samples = int(round(float(row["duration"]) * SAMPLE_RATE))
+        for item_id, wav, start, stop in crops.items(utt, row["wav"], n_samples):
+            items[item_id] = {"spk_id": row["spk_id"], "wav": wav, "start": start, "stop": stop}
+    data = sb.dataio.dataset.DynamicItemDataset(items)
+    if cache is not None:
+        sb.dataio.dataset.add_dynamic_item([data], cache.get, takes="id", provides="feats")
+    else:
+        def noisy_crop(item_id, wav, start, stop):
+            return crops.corrupt(sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": stop}), item_id)
+        sb.dataio.dataset.add_dynamic_item([data], noisy_crop, takes=["id", "wav", "start", "stop"], provides="sig")
+    return data
+
+
+def dataio_prepare(hparams, caches=None):
+    """Datasets of crops (train, valid, test and maybe verification), the speakers and the trials."""
     rows = {split: load_data_csv(str(Path(hparams["manifest_folder"]) / f"{split}.csv"),
                                  replacements={"data_root": str(hparams["data_folder"])})
-            for split in (hparams["train_split"], hparams["test_split"])}
+            for split in probe_splits(hparams)}
     speakers = sorted({row["spk_id"] for row in rows[hparams["train_split"]].values()})
     label = {spk: i for i, spk in enumerate(speakers)}
     train_utts = sorted(rows[hparams["train_split"]])
     order = np.random.default_rng(hparams["seed"]).permutation(len(train_utts))
     n_valid = max(1, int(round(hparams["valid_fraction"] * len(train_utts))))
     valid_utts = {train_utts[i] for i in order[:n_valid]}
+    unknown = {row["spk_id"] for row in rows[hparams["test_split"]].values()} - set(speakers)
+    if unknown:
+        raise ValueError(f"{hparams['test_split']}.csv: speakers not in {hparams['train_split']}.csv, so they cannot "
+                         f"be identified: {sorted(unknown)[:5]}")
 
-    def crops_of(split, keep):
-        return {f"{utt}#{k}": {"spk_id": row["spk_id"]}
-                for utt, row in rows[split].items() if keep(utt)
-                for k in range(crop_settings(hparams, split).n_crops)}
+    def part(split, keep):
+        return {utt: row for utt, row in rows[split].items() if keep(utt)}
 
-    parts = {"train": (hparams["train_split"], lambda u: u not in valid_utts),
-             "valid": (hparams["train_split"], lambda u: u in valid_utts),
-             "test": (hparams["test_split"], lambda u: True)}
+    parts = {"train": (hparams["train_split"], part(hparams["train_split"], lambda u: u not in valid_utts)),
+             "valid": (hparams["train_split"], part(hparams["train_split"], lambda u: u in valid_utts)),
+             "test": (hparams["test_split"], rows[hparams["test_split"]])}
+    verification = hparams["verification_split"] or hparams["test_split"]
+    if verification != hparams["test_split"]:  # embeddings only: no speaker label needed
+        parts["verification"] = (verification, rows[verification])
     datasets = {}
-    for name, (split, keep) in parts.items():
-        data = sb.dataio.dataset.DynamicItemDataset(crops_of(split, keep))
-        sb.dataio.dataset.add_dynamic_item([data], caches[split].get, takes="id", provides="feats")
-        sb.dataio.dataset.add_dynamic_item([data], lambda spk: torch.LongTensor([label[spk]]), takes="spk_id",
-                                           provides="label")
-        sb.dataio.dataset.set_output_keys([data], ["id", "feats", "label"])
+    for name, (split, split_rows) in parts.items():
+        data = crop_dataset(hparams, split, split_rows, None if caches is None else caches[split])
+        keys = ["id", "sig" if caches is None else "feats"]
+        if name != "verification":
+            sb.dataio.dataset.add_dynamic_item([data], lambda spk: torch.LongTensor([label[spk]]), takes="spk_id",
+                                               provides="label")
+            keys.append("label")
+        sb.dataio.dataset.set_output_keys([data], keys)
         datasets[name] = data
-    test_rows = rows[hparams["test_split"]]
-    test_utts = sorted(test_rows)
-    trials = verification_trials(test_utts, [test_rows[u]["spk_id"] for u in test_utts])
+    verification_rows = rows[verification]
+    if hparams["trials_file"]:
+        trials = read_trials(hparams["trials_file"], verification_rows)
+    else:
+        utts = sorted(verification_rows)
+        trials = verification_trials(utts, [verification_rows[u]["spk_id"] for u in utts])
     return datasets, speakers, trials
 
 
@@ -184,12 +257,14 @@ def main(argv):
     torch.set_num_threads(hparams["torch_threads"])
     started = time.time()
 
-    prepare_from_hparams(hparams)
+    run_on_main(hparams["prepare_data"])
     require_encoder(hparams)
     encoder = load_encoder(hparams["encoder_source"])
     fingerprint = encoder_fingerprint(encoder)
-    run_on_main(compute_features, args=[hparams, encoder, fingerprint])
-    caches = compute_features(hparams, encoder, fingerprint)  # complete: only opens them
+    caches = None
+    if hparams["cache_features"]:
+        run_on_main(compute_features, args=[hparams, encoder, fingerprint])
+        caches = compute_features(hparams, encoder, fingerprint)  # complete: only opens them
     feature_minutes = (time.time() - started) / 60
     datasets, speakers, trials = dataio_prepare(hparams, caches)
 
@@ -200,6 +275,9 @@ def main(argv):
     brain = SpeakerProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
                               run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.trials = trials
+    brain.verification_set = datasets.get("verification")
+    if caches is None:
+        brain.encoder = encoder.to(brain.device)  # frozen, outside the modules: never trained nor switched to train()
     fit_started = time.time()
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"],
               train_loader_kwargs=hparams["train_dataloader_opts"],
