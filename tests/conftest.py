@@ -67,3 +67,13 @@ def tiny_corpus(tmp_path_factory):
     data_folder, save_folder = root / "data", root / "manifests"
     summary = prepare_synthdomains(data_folder, save_folder, scale=TINY_SCALE, seed=0)
     return {"data_folder": data_folder, "save_folder": save_folder, "summary": summary, "scale": TINY_SCALE}
+
+
+@pytest.fixture
+def keep_threads():
+    """The probe recipes set torch's thread count; give the rest of the session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

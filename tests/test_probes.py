@@ -27,14 +27,6 @@ def load_recipe(folder):
     return module
 
 
-@pytest.fixture
-def keep_threads():
-    """The recipes set torch's thread count; give the rest of the session its own back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_weighted_sum_takes_its_sizes_from_the_encoder(tiny_hubert_dir):
     teacher = FrozenTeacher(tiny_hubert_dir)
     mix = WeightedLayerSum.from_encoder(teacher)

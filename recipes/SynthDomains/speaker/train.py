@@ -153,15 +153,26 @@ class SpeakerProbeBrain(sb.Brain):
                 train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta={"accuracy": stats["accuracy"]}, max_keys=["accuracy"])
         else:
-            stats["EER"] = trial_eer([(f"{a}#0", f"{b}#0", same) for a, b, same in self.trials],
-                                     self.verification_embeddings())
-            stats["trials"] = len(self.trials)
-            stats["target_trials"] = sum(same for _, _, same in self.trials)
-            self.hparams.train_logger.log_stats(
-                stats_meta={"test set": self.hparams.test_split,
-                            "checkpoint of epoch": self.hparams.epoch_counter.current},
-                test_stats=stats)
-            self.test_stats = stats
+            self.log_test_stats({**stats, **self.verification_stats()})
+
+    def verification_stats(self):
+        """EER (%) of the cosine scores of ``self.trials`` (first crop of each utterance) and trial counts."""
+        return {"EER": trial_eer([(f"{a}#0", f"{b}#0", same) for a, b, same in self.trials],
+                                 self.verification_embeddings()),
+                "trials": len(self.trials), "target_trials": sum(same for _, _, same in self.trials)}
+
+    def log_test_stats(self, stats):
+        self.hparams.train_logger.log_stats(
+            stats_meta={"test set": self.hparams.test_split or self.hparams.verification_split,
+                        "checkpoint of epoch": self.hparams.epoch_counter.current},
+            test_stats=stats)
+        self.test_stats = stats
+
+    def verify_only(self):
+        """Verification without an identification test (``test_split: null``), with the best checkpoint."""
+        self.on_evaluate_start(max_key="accuracy")
+        self.modules.eval()
+        self.log_test_stats(self.verification_stats())
 
 
 def crop_settings(hparams, split):
@@ -172,10 +183,13 @@ def crop_settings(hparams, split):
 
 
 def probe_splits(hparams):
-    """The manifests the probe reads: training, test and (when another) verification split."""
-    splits = [hparams["train_split"], hparams["test_split"]]
-    if hparams["verification_split"] not in (None, hparams["test_split"]):
-        splits.append(hparams["verification_split"])
+    """The manifests the probe reads: training, test (if any) and (when another) verification split."""
+    if not (hparams["test_split"] or hparams["verification_split"]):
+        raise ValueError("set test_split (identification), verification_split (verification) or both")
+    splits = [hparams["train_split"]]
+    for split in (hparams["test_split"], hparams["verification_split"]):
+        if split and split not in splits:
+            splits.append(split)
     return splits
 
 
@@ -216,17 +230,17 @@ def dataio_prepare(hparams, caches=None):
     order = np.random.default_rng(hparams["seed"]).permutation(len(train_utts))
     n_valid = max(1, int(round(hparams["valid_fraction"] * len(train_utts))))
     valid_utts = {train_utts[i] for i in order[:n_valid]}
-    unknown = {row["spk_id"] for row in rows[hparams["test_split"]].values()} - set(speakers)
-    if unknown:
-        raise ValueError(f"{hparams['test_split']}.csv: speakers not in {hparams['train_split']}.csv, so they cannot "
-                         f"be identified: {sorted(unknown)[:5]}")
-
     def part(split, keep):
         return {utt: row for utt, row in rows[split].items() if keep(utt)}
 
     parts = {"train": (hparams["train_split"], part(hparams["train_split"], lambda u: u not in valid_utts)),
-             "valid": (hparams["train_split"], part(hparams["train_split"], lambda u: u in valid_utts)),
-             "test": (hparams["test_split"], rows[hparams["test_split"]])}
+             "valid": (hparams["train_split"], part(hparams["train_split"], lambda u: u in valid_utts))}
+    if hparams["test_split"]:
+        unknown = {row["spk_id"] for row in rows[hparams["test_split"]].values()} - set(speakers)
+        if unknown:
+            raise ValueError(f"{hparams['test_split']}.csv: speakers not in {hparams['train_split']}.csv, so they "
+                             f"cannot be identified: {sorted(unknown)[:5]}")
+        parts["test"] = (hparams["test_split"], rows[hparams["test_split"]])
     verification = hparams["verification_split"] or hparams["test_split"]
     if verification != hparams["test_split"]:  # embeddings only: no speaker label needed
         parts["verification"] = (verification, rows[verification])
@@ -284,7 +298,10 @@ def main(argv):
               valid_loader_kwargs=hparams["test_dataloader_opts"])
     fit_minutes = (time.time() - fit_started) / 60
     epochs = hparams["epoch_counter"].current  # testing loads the best checkpoint, and its epoch count
-    brain.evaluate(datasets["test"], max_key="accuracy", test_loader_kwargs=hparams["test_dataloader_opts"])
+    if "test" in datasets:
+        brain.evaluate(datasets["test"], max_key="accuracy", test_loader_kwargs=hparams["test_dataloader_opts"])
+    else:
+        brain.verify_only()
 
     if if_main_process():
         with open(Path(hparams["output_folder"]) / "trials.txt", "w", encoding="utf-8") as handle:
@@ -296,9 +313,9 @@ def main(argv):
             "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
             "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
             "layer_weights": [round(w, 4) for w in brain.layer_weights()],
-            "metrics": {hparams["test_split"]: brain.test_stats}, "speakers": len(speakers),
-            "crops": {"train": len(datasets["train"]), "valid": len(datasets["valid"]),
-                      "test": len(datasets["test"]), "seconds": hparams["crop_seconds"],
+            "metrics": {hparams["test_split"] or hparams["verification_split"]: brain.test_stats},
+            "speakers": len(speakers),
+            "crops": {**{name: len(data) for name, data in datasets.items()}, "seconds": hparams["crop_seconds"],
                       "snr_db": hparams["snr_db"]},
             "epochs": epochs, "best_epoch": hparams["epoch_counter"].current,
             "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),

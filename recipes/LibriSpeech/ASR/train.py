@@ -1,0 +1,1 @@
+../../SynthDomains/ASR/train.py

@@ -1,0 +1,1 @@
+../../SynthDomains/distillation/train.py

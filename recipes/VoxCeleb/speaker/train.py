@@ -1,0 +1,1 @@
+../../SynthDomains/speaker/train.py

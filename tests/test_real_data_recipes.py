@@ -1,0 +1,109 @@
+"""The LibriSpeech and VoxCeleb recipes, end to end in debug mode on fake trees with the real layout.
+
+Each runs the task script every dataset shares (the recipe folders link to it)
+with its own hparams file, its preparation and the tiny HF HuBERT as teacher or
+encoder: selection + distillation on a fake train-960, the ASR probe on fake
+train-clean-100 / test-clean / test-other with live features, the speaker probe
+on fake VoxCeleb1 identification splits and trials.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from fake_corpora import make_fake_librispeech, make_fake_voxceleb1
+
+LIBRISPEECH = ROOT / "recipes" / "LibriSpeech"
+VOXCELEB = ROOT / "recipes" / "VoxCeleb"
+LS_DISTILL_HPARAMS = sorted((LIBRISPEECH / "distillation" / "hparams").glob("*.yaml"))
+LS_SPLITS = ["train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
+             "test-clean", "test-other"]
+
+
+def load_script(path):
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.parent.parent.name}_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fake_librispeech(tmp_path_factory):
+    return make_fake_librispeech(tmp_path_factory.mktemp("ls"), LS_SPLITS, speakers=2, chapters=1, utterances=3)
+
+
+@pytest.fixture(scope="module")
+def fake_voxceleb(tmp_path_factory):
+    return make_fake_voxceleb1(tmp_path_factory.mktemp("vox"), speakers=6, videos=2, utterances=3, trial_speakers=2)
+
+
+def test_one_script_per_task_for_every_dataset():
+    for dataset, task in [(LIBRISPEECH, "distillation"), (LIBRISPEECH, "ASR"), (VOXCELEB, "speaker")]:
+        script = dataset / task / "train.py"
+        assert script.is_symlink(), f"{script} should link to the shared task script"
+        assert script.resolve() == (ROOT / "recipes" / "SynthDomains" / task / "train.py").resolve()
+
+
+@pytest.mark.parametrize("hparams_file", LS_DISTILL_HPARAMS, ids=lambda p: p.stem)
+def test_librispeech_distillation_runs(hparams_file, fake_librispeech, tiny_hubert_dir, tmp_path):
+    manifests = tmp_path / "manifests"
+    argv = [str(hparams_file), f"--data_folder={fake_librispeech}", f"--manifest_folder={manifests}",
+            f"--teacher_source={tiny_hubert_dir}", f"--output_folder={tmp_path / 'run'}",
+            "--num_workers=0", "--batch_size=2", "--crop_seconds=1.0", "--valid_utterances=2",
+            "--debug", "--debug_batches=1", "--debug_epochs=1"]
+    if not hparams_file.stem.endswith("_full"):  # the others select a subset first
+        argv += [f"--units_folder={tmp_path / 'units'}", "--n_clusters=8", "--kmeans_fit_hours=0.01"]
+    if "fithubert" in hparams_file.stem:  # the tiny teacher is 32 wide and 2 layers deep
+        argv += ["--fit_hidden=16", "--fit_ffn=16", "--fit_heads=2", "--fit_conv_channels=[16,16,16,16,16,16,16]",
+                 "--hint_weights=[0.1,1.0]"]
+    else:
+        argv += ["--target_layers=[1,2]", "--student_layers=1"]
+    load_script(LIBRISPEECH / "distillation" / "train.py").main(argv)
+
+    pool = (manifests / "pool.csv").read_text().splitlines()
+    assert pool[0] == "ID,duration,wav,spk_id,wrd" and len(pool) - 1 == 3 * 2 * 3  # three training splits
+    assert (manifests / "target.csv").exists() and (manifests / "dev-clean.csv").exists()
+    summary = json.loads((tmp_path / "run" / "distillation.json").read_text())
+    assert summary["teacher"] == str(tiny_hubert_dir)
+    assert (tmp_path / "run" / "save" / "student" / "config.json").exists()
+    pool_hours = sum(float(line.split(",")[1]) for line in pool[1:]) / 3600
+    if hparams_file.stem.endswith("_full"):
+        assert summary["subset_hours"] == pytest.approx(pool_hours, abs=1e-3)
+    else:
+        assert summary["subset_hours"] <= 0.1 * pool_hours + 2.5 / 3600  # the budget, within one utterance
+
+
+def test_librispeech_asr_probe_runs_live(fake_librispeech, tiny_hubert_dir, tmp_path, keep_threads):
+    argv = [str(LIBRISPEECH / "ASR" / "hparams" / "ctc_probe.yaml"), f"--data_folder={fake_librispeech}",
+            f"--manifest_folder={tmp_path / 'manifests'}", f"--encoder_source={tiny_hubert_dir}",
+            "--encoder_name=tiny", f"--output_folder={tmp_path / 'asr'}", f"--feature_folder={tmp_path / 'f'}",
+            "--lstm_units=16", "--lstm_layers=1", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1"]
+    load_script(LIBRISPEECH / "ASR" / "train.py").main(argv)
+    results = json.loads((tmp_path / "asr" / "results.json").read_text())
+    assert set(results["metrics"]) == {"test-clean", "test-other"}
+    for metrics in results["metrics"].values():
+        assert metrics["WER"] >= 0 and metrics["CER"] >= 0
+    assert not (tmp_path / "f").exists()  # live features: nothing cached
+
+
+@pytest.mark.parametrize("probe", ["sid_probe", "asv_probe"])
+def test_voxceleb_speaker_probe_runs_live(probe, fake_voxceleb, tiny_hubert_dir, tmp_path, keep_threads):
+    argv = [str(VOXCELEB / "speaker" / "hparams" / f"{probe}.yaml"), f"--data_folder={fake_voxceleb}",
+            f"--voxceleb_trials={Path(fake_voxceleb) / 'veri_test.txt'}",
+            f"--manifest_folder={tmp_path / 'manifests'}", f"--encoder_source={tiny_hubert_dir}",
+            "--encoder_name=tiny", f"--output_folder={tmp_path / 'spk'}", "--crop_seconds=1.0",
+            "--embedding_size=16", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1",
+            "--valid_fraction=0.2"]
+    load_script(VOXCELEB / "speaker" / "train.py").main(argv)
+    results = json.loads((tmp_path / "spk" / "results.json").read_text())
+    trials = (tmp_path / "manifests" / "asv_trials.txt").read_text().split("\n")
+    (split, metrics), = results["metrics"].items()
+    assert metrics["trials"] == len([t for t in trials if t.strip()])
+    assert 0 < metrics["target_trials"] < metrics["trials"] and 0 <= metrics["EER"] <= 100
+    if probe == "sid_probe":
+        assert split == "sid_test" and 0 <= metrics["accuracy"] <= 100 and results["speakers"] == 6
+    else:  # trained on the speakers outside the trials only
+        assert split == "asv_test" and "accuracy" not in metrics and results["speakers"] == 6 - 2
