@@ -5,6 +5,7 @@ stage that checks "does the output exist?" can be resumed safely.
 """
 
 import contextlib
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -54,3 +55,29 @@ def atomic_write_text(path, text):
     """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_csv(path, rows, fieldnames):
+    """Write ``rows`` (dicts) as a CSV with a header to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    rows : iterable of dict
+        One dict per row, keyed by ``fieldnames``.
+    fieldnames : sequence of str
+        Columns, in order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "m.csv"
+    >>> atomic_write_csv(target, [{"ID": "a", "duration": 1.5}], ["ID", "duration"])
+    >>> target.read_text().splitlines()
+    ['ID,duration', 'a,1.5']
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)

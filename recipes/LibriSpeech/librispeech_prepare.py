@@ -46,11 +46,12 @@ import argparse
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
-import soundfile as sf
 from tqdm import tqdm
+
+from selection.atomic import atomic_write_csv, atomic_write_text
+from selection.corpus_files import audio_duration, list_files, list_subfolders, load_record
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ LAYOUT = ("<data_folder>/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<nnnn>.
           "with one <speaker>-<chapter>.trans.txt per chapter folder")
 RECORD_NAME = "librispeech_prepare.json"
 TRANSCRIPT_SUFFIX = ".trans.txt"
-PARTIAL_SUFFIX = ".partial"
 PROGRESS_MIN_FILES = 1000
 
 
@@ -111,7 +111,7 @@ def prepare_librispeech(data_folder, save_folder, splits, merge=None, skip_prep=
     _check_layout(data_folder, needed)
 
     record_path = save_folder / RECORD_NAME
-    record = _load_record(record_path, data_folder)
+    record = load_record(record_path, data_folder, splits={}, merge={})
     todo_splits = [split for split in needed if not _is_recorded(record["splits"], split, save_folder)]
     todo_merges = [name for name, members in merge.items()
                    if not _is_recorded(record["merge"], name, save_folder)
@@ -125,11 +125,11 @@ def prepare_librispeech(data_folder, save_folder, splits, merge=None, skip_prep=
     for split in todo_splits:
         record["merge"].pop(split, None)
         record["splits"][split] = _prepare_split(data_folder, split, save_folder / f"{split}.csv")
-        _write_atomic(record_path, json.dumps(record, indent=2))
+        atomic_write_text(record_path, json.dumps(record, indent=2))
     for name in todo_merges:
         record["splits"].pop(name, None)
         record["merge"][name] = {"splits": merge[name], **_merge_csvs(save_folder, name, merge[name])}
-        _write_atomic(record_path, json.dumps(record, indent=2))
+        atomic_write_text(record_path, json.dumps(record, indent=2))
     return _summary(record, needed, merge)
 
 
@@ -155,7 +155,7 @@ def _check_layout(data_folder, splits):
     """Fail early, with the expected layout, when ``data_folder`` or one of ``splits`` is missing."""
     if not data_folder.is_dir():
         raise FileNotFoundError(f"LibriSpeech folder {data_folder} does not exist: expected {LAYOUT}")
-    found = _subfolders(data_folder)
+    found = list_subfolders(data_folder)
     for split in splits:
         if split in found:
             continue
@@ -166,18 +166,6 @@ def _check_layout(data_folder, splits):
                 f"({', '.join(KNOWN_SPLITS)}); expected {LAYOUT}")
         raise FileNotFoundError(
             f"LibriSpeech split {split!r} not found in {data_folder}; splits found: {', '.join(found)}")
-
-
-def _load_record(path, data_folder):
-    """The previous run's record, or an empty one when missing or made from another data folder."""
-    source = str(data_folder.resolve())
-    if path.exists():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("data_folder") == source:
-            return record
-        logger.info("%s was prepared from %s: preparing again from %s",
-                    path.parent, record.get("data_folder"), source)
-    return {"data_folder": source, "splits": {}, "merge": {}}
 
 
 def _is_recorded(entries, name, save_folder):
@@ -195,12 +183,12 @@ def _prepare_split(data_folder, split, csv_path):
     rows = []
     for utt_id, speaker, chapter, text in tqdm(utterances, desc=split, unit="utt",
                                                disable=len(utterances) < PROGRESS_MIN_FILES):
-        duration = _duration(split_folder / speaker / chapter / f"{utt_id}.flac")
+        duration = audio_duration(split_folder / speaker / chapter / f"{utt_id}.flac")
         rows.append({"ID": utt_id, "duration": f"{duration:.3f}",
                      "wav": f"$data_root/{split}/{speaker}/{chapter}/{utt_id}.flac",
                      "spk_id": speaker, "wrd": text})
     rows.sort(key=lambda row: row["ID"])
-    _write_csv(csv_path, rows)
+    atomic_write_csv(csv_path, rows, COLUMNS)
     stats = _stats(rows)
     logger.info("LibriSpeech %s: %d utterances, %.2f h, %d speakers -> %s",
                 split, stats["utterances"], stats["hours"], stats["speakers"], csv_path)
@@ -209,13 +197,13 @@ def _prepare_split(data_folder, split, csv_path):
 
 def _chapters(split_folder):
     """``(speaker, chapter)`` folder names of a split, sorted."""
-    return [(speaker, chapter) for speaker in _subfolders(split_folder)
-            for chapter in _subfolders(split_folder / speaker)]
+    return [(speaker, chapter) for speaker in list_subfolders(split_folder)
+            for chapter in list_subfolders(split_folder / speaker)]
 
 
 def _chapter_utterances(folder, speaker, chapter):
     """``(ID, speaker, chapter, transcript)`` of a chapter folder, its audio and transcript checked together."""
-    audio_ids = [name[:-len(".flac")] for name in _files(folder) if name.endswith(".flac")]
+    audio_ids = [name[:-len(".flac")] for name in list_files(folder, ".flac")]
     transcript_path = folder / f"{speaker}-{chapter}{TRANSCRIPT_SUFFIX}"
     if not transcript_path.exists():
         if audio_ids:
@@ -259,7 +247,7 @@ def _merge_csvs(save_folder, name, splits):
     for split in splits:
         with open(save_folder / f"{split}.csv", newline="", encoding="utf-8") as handle:
             rows.extend(csv.DictReader(handle))
-    _write_csv(save_folder / f"{name}.csv", rows)
+    atomic_write_csv(save_folder / f"{name}.csv", rows, COLUMNS)
     stats = _stats(rows)
     logger.info("LibriSpeech %s = %s: %d utterances, %.2f h, %d speakers",
                 name, " + ".join(splits), stats["utterances"], stats["hours"], stats["speakers"])
@@ -276,42 +264,6 @@ def _stats(rows):
     return {"utterances": len(rows),
             "hours": round(sum(float(row["duration"]) for row in rows) / 3600, 4),
             "speakers": len({row["spk_id"] for row in rows})}
-
-
-def _subfolders(folder):
-    """Sorted names of the visible sub-folders of ``folder``."""
-    with os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
-
-
-def _files(folder):
-    """Sorted names of the visible files of ``folder``."""
-    with os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries if entry.is_file() and not entry.name.startswith("."))
-
-
-def _duration(path):
-    """Duration in seconds from the audio header; a RuntimeError names a file soundfile cannot open."""
-    try:
-        info = sf.info(str(path))
-    except RuntimeError as exc:
-        raise RuntimeError(f"cannot read audio file {path}: {exc}") from exc
-    return info.frames / info.samplerate
-
-
-def _write_atomic(path, text):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _merge_argument(text):

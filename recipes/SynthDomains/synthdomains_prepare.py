@@ -47,6 +47,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from selection.atomic import atomic_write_csv, atomic_write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthdomains import augment, engines, plan as corpus_plan, texts as text_sets  # noqa: E402
@@ -114,11 +116,11 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     for split in SPLITS:
         rows = [_manifest_row(e, durations[e["ID"]]) for e in entries
                 if e["split"] == split and e["ID"] in durations]
-        _write_csv(save_folder / f"{split}.csv", rows)
+        atomic_write_csv(save_folder / f"{split}.csv", rows, COLUMNS)
 
     summary = _summary(entries, durations, failures, cpu_seconds, versions, options, time.time() - start)
     summary["plan_hash"] = corpus_plan.plan_hash(entries)
-    _write_atomic(summary_path, json.dumps(summary, indent=2))
+    atomic_write_text(summary_path, json.dumps(summary, indent=2))
     logger.info("SynthDomains ready: %.2f h in %.0f s, %d failures",
                 summary["total_hours"], summary["elapsed_s"], len(failures))
     return summary
@@ -168,7 +170,7 @@ def _claim_data_folder(data_folder, plan_hash, options):
                 "choose another --data_folder or delete that one"
             )
     else:
-        _write_atomic(marker, json.dumps({"plan_hash": plan_hash, "options": options}))
+        atomic_write_text(marker, json.dumps({"plan_hash": plan_hash, "options": options}))
 
 
 def _engine_versions():
@@ -182,7 +184,7 @@ def _cached_texts(folder):
     for name in text_sets.TEXT_SETS:
         path = folder / f"{name}.txt"
         if not path.exists():
-            _write_atomic(path, "\n".join(text_sets.load_text_set(name)) + "\n")
+            atomic_write_text(path, "\n".join(text_sets.load_text_set(name)) + "\n")
         loaded[name] = path.read_text(encoding="utf-8").splitlines()
     return loaded
 
@@ -270,21 +272,6 @@ def _manifest_row(entry, duration):
         "lang": entry["lang"],
         "aug": aug,
     }
-
-
-def _write_atomic(path, text):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _summary(entries, durations, failures, cpu_seconds, versions, options, elapsed):

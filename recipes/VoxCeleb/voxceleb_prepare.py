@@ -41,14 +41,14 @@ Example
 """
 
 import argparse
-import csv
 import json
 import logging
-import os
 from pathlib import Path
 
-import soundfile as sf
 from tqdm import tqdm
+
+from selection.atomic import atomic_write_csv, atomic_write_text
+from selection.corpus_files import audio_duration, list_files, list_subfolders, load_record
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ TASK_FILES = {
     "verification": ("asv_train.csv", "asv_test.csv", "asv_trials.txt"),
 }
 RECORD_NAME = "voxceleb_prepare.json"
-PARTIAL_SUFFIX = ".partial"
 PROGRESS_MIN_FILES = 1000
 
 
@@ -108,7 +107,7 @@ def prepare_voxceleb1(data_folder, save_folder, iden_split_file=None, trials_fil
         return {}
 
     record_path = save_folder / RECORD_NAME
-    record = _load_record(record_path, data_folder)
+    record = load_record(record_path, data_folder)
     todo = [task for task, list_file in lists.items() if not _is_recorded(record, task, list_file, save_folder)]
     if not todo:
         logger.info("VoxCeleb1 already prepared in %s (%s): skipping", save_folder, ", ".join(lists))
@@ -131,7 +130,7 @@ def prepare_voxceleb1(data_folder, save_folder, iden_split_file=None, trials_fil
     for task in todo:
         names = [file_name.rsplit(".", 1)[0] for file_name in TASK_FILES[task]]
         record[task] = {"list_file": _resolved(lists[task]), "outputs": {name: outputs[name] for name in names}}
-    _write_atomic(record_path, json.dumps(record, indent=2))
+    atomic_write_text(record_path, json.dumps(record, indent=2))
     return _summary(record, lists)
 
 
@@ -167,18 +166,6 @@ def _existing(path, option):
     return path
 
 
-def _load_record(path, data_folder):
-    """The previous run's record, or an empty one when missing or made from another data folder."""
-    source = _resolved(data_folder)
-    if path.exists():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("data_folder") == source:
-            return record
-        logger.info("%s was prepared from %s: preparing again from %s",
-                    path.parent, record.get("data_folder"), source)
-    return {"data_folder": source}
-
-
 def _is_recorded(record, task, list_file, save_folder):
     """True when ``task`` was prepared from ``list_file`` and all its outputs are still in ``save_folder``."""
     entry = record.get(task)
@@ -189,9 +176,9 @@ def _is_recorded(record, task, list_file, save_folder):
 def _scan_wav(wav_folder):
     """Set of the ``<speaker>/<video>/<nnnnn>.wav`` paths under ``wav/``."""
     files = {f"{speaker}/{video}/{name}"
-             for speaker in _subfolders(wav_folder)
-             for video in _subfolders(wav_folder / speaker)
-             for name in _files(wav_folder / speaker / video) if name.endswith(".wav")}
+             for speaker in list_subfolders(wav_folder)
+             for video in list_subfolders(wav_folder / speaker)
+             for name in list_files(wav_folder / speaker / video, ".wav")}
     if not files:
         raise FileNotFoundError(f"no .wav file under {wav_folder}: expected {LAYOUT}")
     return files
@@ -258,7 +245,7 @@ def _check_listed(list_file, line_number, path, wav_files, wav_folder):
 
 def _read_durations(wav_folder, paths):
     """``{path: seconds}`` from the audio headers."""
-    return {path: _duration(wav_folder / path)
+    return {path: audio_duration(wav_folder / path)
             for path in tqdm(paths, desc="VoxCeleb1", unit="utt", disable=len(paths) < PROGRESS_MIN_FILES)}
 
 
@@ -266,7 +253,7 @@ def _write_manifest(csv_path, paths, durations):
     """Write the CSV of ``paths`` (rows sorted by ID) and return its statistics."""
     rows = sorted(({"ID": _utterance_id(path), "duration": f"{durations[path]:.3f}", "wav": f"$data_root/wav/{path}",
                     "spk_id": _speaker(path), "wrd": ""} for path in paths), key=lambda row: row["ID"])
-    _write_csv(csv_path, rows)
+    atomic_write_csv(csv_path, rows, COLUMNS)
     stats = {"utterances": len(rows),
              "hours": round(sum(float(row["duration"]) for row in rows) / 3600, 4),
              "speakers": len({row["spk_id"] for row in rows})}
@@ -277,7 +264,7 @@ def _write_manifest(csv_path, paths, durations):
 
 def _write_trials(path, trials):
     """Write ``<label> <ID a> <ID b>`` lines and return the trial counts."""
-    _write_atomic(path, "".join(f"{label} {_utterance_id(a)} {_utterance_id(b)}\n" for label, a, b in trials))
+    atomic_write_text(path, "".join(f"{label} {_utterance_id(a)} {_utterance_id(b)}\n" for label, a, b in trials))
     target = sum(label == "1" for label, _, _ in trials)
     logger.info("VoxCeleb1 %s: %d trials, %d target", path.name, len(trials), target)
     return {"trials": len(trials), "target": target, "nontarget": len(trials) - target}
@@ -299,42 +286,6 @@ def _speaker(path):
 
 def _resolved(path):
     return str(Path(path).resolve())
-
-
-def _subfolders(folder):
-    """Sorted names of the visible sub-folders of ``folder``."""
-    with os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
-
-
-def _files(folder):
-    """Sorted names of the visible files of ``folder``."""
-    with os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries if entry.is_file() and not entry.name.startswith("."))
-
-
-def _duration(path):
-    """Duration in seconds from the audio header; a RuntimeError names a file soundfile cannot open."""
-    try:
-        info = sf.info(str(path))
-    except RuntimeError as exc:
-        raise RuntimeError(f"cannot read audio file {path}: {exc}") from exc
-    return info.frames / info.samplerate
-
-
-def _write_atomic(path, text):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main(argv=None):
