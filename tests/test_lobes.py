@@ -79,6 +79,27 @@ def test_loss_decreases_over_a_few_steps(teacher):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_frozen_cnn_stays_as_the_teacher_while_the_rest_learns(teacher):
+    torch.manual_seed(0)
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True).train()
+    cnn = {n: p.detach().clone() for n, p in student.encoder.feature_extractor.named_parameters()}
+    first_layer = student.encoder.encoder.layers[0].attention.q_proj.weight.detach().clone()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3)
+    wavs, lens = torch.randn(2, 8000), torch.ones(2)
+    hidden, frames = teacher(wavs, lens)
+    for _ in range(2):
+        predictions, _ = student(wavs, lens)
+        loss, _ = l1_cosine_loss(predictions, hidden[student.target_layers], frame_mask(frames, 24))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, param in student.encoder.feature_extractor.named_parameters():
+        assert param.grad is None and torch.equal(param, cnn[name]), name
+    assert not torch.equal(student.encoder.encoder.layers[0].attention.q_proj.weight, first_layer)
+    with pytest.raises(ValueError, match="init_from_teacher"):
+        DistilHuBERT(teacher, n_layers=1, target_layers=[1], init_from_teacher=False, freeze_cnn=True)
+
+
 def test_hint_loss_weights_layers():
     predictions, targets = torch.zeros(2, 1, 3, 4), torch.ones(2, 1, 3, 4)
     targets[1] *= 2

@@ -13,7 +13,7 @@ weights and the head have their own optimisers.
 Stages (re-running the same command resumes):
 1. the dataset's preparation (``prepare_data`` in the hparams) when not done;
 2. the features of every split, keyed by encoder weights, manifest and settings;
-3. training, checkpointed every epoch (best dev WER kept);
+3. training, checkpointed every epoch (the best by dev ``best_key``, WER or CER, kept);
 4. every test set with the best checkpoint; ``results.json`` in the output folder.
 
 This script is shared by every dataset (``recipes/<Dataset>/ASR/train.py`` links
@@ -158,7 +158,8 @@ class CTCProbeBrain(sb.Brain):
                 stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
                             "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
                 train_stats=self.train_stats, valid_stats=stats)
-            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+            best_key = self.hparams.best_key
+            self.checkpointer.save_and_keep_only(meta={best_key: stats[best_key]}, min_keys=[best_key])
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"test set": self.test_set, "checkpoint of epoch": self.hparams.epoch_counter.current},
@@ -243,7 +244,7 @@ def main(argv):
     metrics = {}
     for split in hparams["test_splits"]:
         brain.test_set = split
-        brain.evaluate(datasets[split], min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        brain.evaluate(datasets[split], min_key=hparams["best_key"], test_loader_kwargs=hparams["test_dataloader_opts"])
         metrics[split] = brain.test_stats
     if if_main_process():
         train = datasets[hparams["train_split"]]

@@ -1,0 +1,248 @@
+"""The plan of the selection benchmark: one row per encoder, one cell per recipe run.
+
+A *row* is one encoder of the results table: a student distilled on a subset
+(selector × budget × seed), the student of the full pool, or a reference
+encoder (the teacher, MFCC). Its *cells* are the recipe runs that fill it: the
+distillation (students only), the ASR probe and the speaker probe. Every cell is
+a command line run from the repository root, so relative paths in the benchmark
+YAML mean the same for the benchmark and for the recipes.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from selection.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[3]
+DISTILL_SCRIPT = "recipes/SynthDomains/distillation/train.py"
+DISTILL_HPARAMS = "recipes/SynthDomains/distillation/hparams"
+PROBE_SCRIPTS = {"asr": "recipes/SynthDomains/ASR/train.py", "spk": "recipes/SynthDomains/speaker/train.py"}
+PROBE_KEYS_OF = {"asr": ("asr_hparams", "asr_overrides"), "spk": ("speaker_hparams", "speaker_overrides")}
+RESULT_FILES = {"distill": "distillation.json", "asr": "results.json", "spk": "results.json"}
+# keys the benchmark sets itself; an override list that sets one is refused
+CORPUS_KEYS = {"data_folder", "manifest_folder", "corpus_scale"}
+PROBE_KEYS = CORPUS_KEYS | {"encoder_source", "encoder_name", "output_folder", "feature_folder"}
+RESERVED = {
+    "distill_overrides": CORPUS_KEYS | {"teacher_source", "seed", "number_of_epochs", "experiment_name",
+                                        "output_folder", "cache_folder", "budget_fraction"},
+    "asr_overrides": PROBE_KEYS,
+    "speaker_overrides": PROBE_KEYS,
+}
+
+
+def resolve(path):
+    """``path`` as the recipes see it: relative paths are relative to the repository root."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recipe run.
+
+    Attributes
+    ----------
+    kind : str
+        ``distill``, ``asr`` or ``spk``.
+    name : str
+        The row's name (experiment and encoder name).
+    argv : tuple of str
+        The whole command line, interpreter first.
+    output_folder : pathlib.Path
+        Where the recipe writes (absolute).
+    """
+
+    kind: str
+    name: str
+    argv: tuple
+    output_folder: Path
+
+    @property
+    def result_file(self):
+        """The file the recipe writes last (``distillation.json`` or ``results.json``)."""
+        return self.output_folder / RESULT_FILES[self.kind]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One encoder of the results table and the cells that fill it.
+
+    Attributes
+    ----------
+    name : str
+        E.g. ``kmeans_10pct_s1234``, ``full_s1234``, ``teacher``.
+    group : str
+        ``subset``, ``full`` or ``reference``.
+    selector : str
+        Selector name, ``full`` or the reference's name.
+    budget : float or None
+        Fraction of the pool's hours (1.0 for the full pool, None for references).
+    seed : int or None
+        Seed of the selection and the student (None for references).
+    epochs : int or None
+        Distillation epochs from the equal-compute rule (None for references).
+    cells : tuple of Cell
+        In run order: distillation (students only), ASR probe, speaker probe.
+    feature_folder : pathlib.Path
+        The probes' feature cache of this encoder (absolute).
+    """
+
+    name: str
+    group: str
+    selector: str
+    budget: float
+    seed: int
+    epochs: int
+    cells: tuple
+    feature_folder: Path
+
+
+def epochs_for(train_hours_seen, hours):
+    """Epochs that make a student see about ``train_hours_seen`` hours of audio.
+
+    Parameters
+    ----------
+    train_hours_seen : float
+        Audio hours every subset student should see.
+    hours : float
+        Hours of its training set.
+
+    Returns
+    -------
+    int
+        ``max(1, round(train_hours_seen / hours))``.
+    """
+    if hours <= 0:
+        raise ValueError(f"a training set of {hours} h cannot be trained on")
+    return max(1, round(train_hours_seen / hours))
+
+
+def budget_label(budget):
+    """``0.05`` → ``"5"``, ``0.025`` → ``"2.5"`` (percent, for names and tables)."""
+    return f"{100 * budget:.6g}"
+
+
+def check_overrides(where, overrides, reserved):
+    """The ``--key=value`` strings of an override list; refuses malformed ones and ``reserved`` keys.
+
+    Parameters
+    ----------
+    where : str
+        Name of the list in the benchmark YAML (for errors).
+    overrides : list of str or None
+        The list.
+    reserved : set of str
+        Keys the benchmark sets itself.
+
+    Returns
+    -------
+    list of str
+    """
+    overrides = list(overrides or [])
+    for item in overrides:
+        if not (isinstance(item, str) and item.startswith("--") and "=" in item):
+            raise ValueError(f"{where}: {item!r} is not of the form --key=value")
+        if item[2:].split("=", 1)[0] in reserved:
+            raise ValueError(f"{where}: {item!r} sets a key the benchmark sets itself")
+    return overrides
+
+
+def corpus_args(hp):
+    """The corpus keys every recipe gets."""
+    return [f"--data_folder={hp['data_folder']}", f"--manifest_folder={hp['manifest_folder']}",
+            f"--corpus_scale={hp['corpus_scale']}"]
+
+
+def pool_hours(hp):
+    """Hours of the pool manifest (its ``duration`` column); a clear error when it is missing."""
+    path = resolve(hp["pool_manifest"])
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pool manifest {path} not found: generate the corpus first, e.g. `python "
+            f"recipes/SynthDomains/synthdomains_prepare.py --data_folder {hp['data_folder']} "
+            f"--save_folder {hp['manifest_folder']} --scale {hp['corpus_scale']} --seed 0`")
+    return read_manifest(path).total_hours
+
+
+def distill_cell(hp, name, hparams_file, seed, epochs, budget, extra):
+    """The distillation run of one student (``budget`` None: the full pool, no budget key)."""
+    hparams_path = f"{DISTILL_HPARAMS}/{hparams_file}"
+    if not resolve(hparams_path).exists():
+        raise FileNotFoundError(f"{resolve(hparams_path)} (the hparams of {name}) does not exist")
+    output = f"{hp['output_folder']}/distill/{name}"
+    argv = [sys.executable, DISTILL_SCRIPT, hparams_path, *corpus_args(hp), f"--teacher_source={hp['teacher_source']}",
+            f"--seed={seed}", f"--number_of_epochs={epochs}", f"--experiment_name={name}",
+            f"--output_folder={output}", f"--cache_folder={hp['output_folder']}/teacher_targets"]
+    if budget is not None:
+        argv.append(f"--budget_fraction={budget}")
+    argv += check_overrides("distill_overrides", hp["distill_overrides"], RESERVED["distill_overrides"])
+    argv += check_overrides(f"overrides of {hparams_file}", extra, RESERVED["distill_overrides"])
+    return Cell("distill", name, tuple(argv), resolve(output))
+
+
+def probe_cell(hp, kind, name, encoder_source, feature_folder):
+    """The ASR (``kind`` ``asr``) or speaker (``spk``) probe of one encoder."""
+    hparams_key, overrides_key = PROBE_KEYS_OF[kind]
+    if not resolve(hp[hparams_key]).exists():
+        raise FileNotFoundError(f"{hparams_key}: {resolve(hp[hparams_key])} does not exist")
+    output = f"{hp['output_folder']}/{kind}/{name}"
+    overrides = check_overrides(overrides_key, hp[overrides_key], RESERVED[overrides_key])
+    argv = [sys.executable, PROBE_SCRIPTS[kind], hp[hparams_key], *corpus_args(hp),
+            f"--encoder_source={encoder_source}", f"--encoder_name={name}", f"--output_folder={output}",
+            f"--feature_folder={feature_folder}", *overrides]
+    return Cell(kind, name, tuple(argv), resolve(output))
+
+
+def student_row(hp, group, selector, spec, budget, seed, epochs):
+    """A distilled student: its distillation and both probes of ``<output>/save/student``."""
+    name = f"full_s{seed}" if group == "full" else f"{selector}_{budget_label(budget)}pct_s{seed}"
+    distill = distill_cell(hp, name, spec["hparams"], seed, epochs, None if group == "full" else budget,
+                           spec.get("overrides"))
+    student = f"{hp['output_folder']}/distill/{name}/save/student"
+    features = f"{hp['output_folder']}/probe_features/{name}"
+    probes = [probe_cell(hp, kind, name, student, features) for kind in ("asr", "spk")]
+    return Row(name, group, selector, budget, seed, epochs, (distill, *probes), resolve(features))
+
+
+def reference_row(hp, name, spec):
+    """A reference encoder (teacher, MFCC): both probes, with its own feature cache folder."""
+    cells = tuple(probe_cell(hp, kind, name, spec["encoder_source"], spec["feature_folder"])
+                  for kind in ("asr", "spk"))
+    return Row(name, "reference", name, None, None, None, cells, resolve(spec["feature_folder"]))
+
+
+def build_plan(hp):
+    """Every row of the benchmark, in run order.
+
+    Subset students by budget, then selector, then seed; the full-pool student
+    last (the longest run); the reference encoders right after the first
+    student, whose distillation builds the offline teacher if it is missing.
+
+    Parameters
+    ----------
+    hp : dict
+        The loaded benchmark YAML.
+
+    Returns
+    -------
+    rows : list of Row
+    hours : float
+        The pool's hours.
+    """
+    hours = pool_hours(hp)
+    students = []
+    for budget in hp["budgets"]:
+        if not 0 < budget < 1:
+            raise ValueError(f"budgets: {budget} is not a fraction of the pool between 0 and 1")
+        epochs = epochs_for(hp["train_hours_seen"], budget * hours)
+        for selector, spec in hp["selectors"].items():
+            if not isinstance(spec, dict) or "hparams" not in spec:
+                raise ValueError(f"selectors: {selector} needs an hparams file, e.g. {{hparams: distill_random.yaml}}")
+            for seed in spec.get("seeds") or [hp["seed"]]:
+                students.append(student_row(hp, "subset", selector, spec, budget, seed, epochs))
+    if hp["full_pool"]:
+        students.append(student_row(hp, "full", "full", hp["full_pool"], 1.0, hp["seed"],
+                                    epochs_for(hp["train_hours_seen"], hours)))
+    references = [reference_row(hp, name, spec) for name, spec in (hp["references"] or {}).items()]
+    return students[:1] + references + students[1:], hours

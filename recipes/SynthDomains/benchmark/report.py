@@ -1,0 +1,231 @@
+"""The benchmark's report: ``results.md``, ``results.json`` and ``results.png`` from the finished cells.
+
+Works on whatever has finished: a missing value is ``None`` in the JSON and
+``–`` in the table, and a curve or reference line without values is left out.
+"""
+
+import json
+import statistics
+
+from matplotlib.figure import Figure
+
+from selection.atomic import atomic_path, atomic_write_text
+
+MISSING = "–"
+# (record key, header, format) of the table's columns, in order
+COLUMNS = [
+    ("name", "cell", "{}"), ("selector", "selector", "{}"), ("budget_pct", "budget %", "{:g}"),
+    ("seed", "seed", "{}"), ("hours", "hours used", "{:.3f}"), ("epochs", "epochs", "{}"),
+    ("distill_minutes", "distill min", "{:.1f}"),
+    ("wer_in", "WER test_in", "{:.2f}"), ("cer_in", "CER test_in", "{:.2f}"),
+    ("wer_target", "WER test_target", "{:.2f}"), ("cer_target", "CER test_target", "{:.2f}"),
+    ("spk_accuracy", "spk accuracy", "{:.2f}"), ("eer", "EER", "{:.2f}"),
+]
+PANELS = [("wer_target", "WER on asr_test_target (%)"), ("wer_in", "WER on asr_test_in (%)"),
+          ("spk_accuracy", "speaker accuracy on spk_test (%)")]
+# the comparison of the report: WER as asked, CER because a short probe can leave WER near 100 %
+COMPARED = {"wer_target": "WER on asr_test_target", "cer_target": "CER on asr_test_target"}
+REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+
+
+def dig(data, *keys):
+    """``data[k1][k2]...``, or ``None`` when ``data`` is None or a key is missing."""
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def row_record(row, results):
+    """The table row of one encoder.
+
+    Parameters
+    ----------
+    row : cells.Row
+        The encoder (name, group, selector, budget, seed, planned epochs).
+    results : dict
+        ``{"distill": ..., "asr": ..., "spk": ...}``: the parsed result file of
+        each finished cell, ``None`` for a cell that has not finished.
+
+    Returns
+    -------
+    dict
+        Flat record; values in percent for WER, CER, accuracy and EER.
+    """
+    distill, asr, spk = (results.get(kind) for kind in ("distill", "asr", "spk"))
+    epochs = dig(distill, "epochs")
+    return {
+        "name": row.name, "group": row.group, "selector": row.selector,
+        "budget_pct": None if row.budget is None else round(100 * row.budget, 6), "seed": row.seed,
+        "hours": dig(distill, "subset_hours"), "epochs": row.epochs if epochs is None else epochs,
+        "distill_minutes": dig(distill, "this_run_minutes"),
+        "wer_in": dig(asr, "metrics", "asr_test_in", "WER"), "cer_in": dig(asr, "metrics", "asr_test_in", "CER"),
+        "wer_target": dig(asr, "metrics", "asr_test_target", "WER"),
+        "cer_target": dig(asr, "metrics", "asr_test_target", "CER"),
+        "spk_accuracy": dig(spk, "metrics", "spk_test", "accuracy"), "eer": dig(spk, "metrics", "spk_test", "EER"),
+    }
+
+
+def fmt(value, pattern):
+    """``pattern`` applied to ``value``, or the missing mark."""
+    return MISSING if value is None else pattern.format(value)
+
+
+def markdown_table(records):
+    """The records as a Markdown table, one line each."""
+    lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[key], pattern) for key, _, pattern in COLUMNS) + " |" for r in records]
+    return "\n".join(lines)
+
+
+def mean_or_none(values):
+    """Mean of the values that are not None (None when there are none)."""
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def selector_means(records, key):
+    """``{selector: {budget %: mean of key over seeds}}`` of the subset students that have a value."""
+    means = {}
+    for r in records:
+        if r["group"] == "subset":
+            means.setdefault(r["selector"], {}).setdefault(r["budget_pct"], []).append(r[key])
+    return {sel: {b: m for b, vals in per_budget.items() if (m := mean_or_none(vals)) is not None}
+            for sel, per_budget in means.items()}
+
+
+def compare_budget(budget, records, target_aware, baseline, key="wer_target"):
+    """Target-aware selectors vs the baseline at one budget, on one metric of ``asr_test_target``.
+
+    Parameters
+    ----------
+    budget : float
+        Budget in percent of the pool's hours.
+    records : list of dict
+        :func:`row_record` of every row.
+    target_aware : list of str
+        Selectors averaged together (each first averaged over its seeds).
+    baseline : str
+        The selector they are compared with (averaged over its seeds).
+    key : str
+        ``wer_target`` or ``cer_target``.
+
+    Returns
+    -------
+    dict
+        ``budget_pct``, ``metric``, ``target_aware`` (``{selector: mean over
+        its seeds}``), ``target_aware_mean``, ``baseline_mean``,
+        ``baseline_seeds`` (how many seeds it averages), ``difference``
+        (target-aware minus baseline, in points) and ``text``, the sentence of
+        the report.
+    """
+    metric = COMPARED[key]
+    at_budget = [r for r in records if r["group"] == "subset" and r["budget_pct"] == budget]
+    aware = {sel: m for sel in target_aware
+             if (m := mean_or_none(r[key] for r in at_budget if r["selector"] == sel)) is not None}
+    base_values = [r[key] for r in at_budget if r["selector"] == baseline and r[key] is not None]
+    aware_mean, base_mean = mean_or_none(aware.values()), mean_or_none(base_values)
+    out = {"budget_pct": budget, "metric": metric, "target_aware": aware, "target_aware_mean": aware_mean,
+           "baseline_mean": base_mean, "baseline_seeds": len(base_values), "difference": None}
+    if aware_mean is None or base_mean is None:
+        out["text"] = (f"{budget:g} %, {metric}: not available yet (needs a value of at least one of "
+                       f"{', '.join(target_aware)} and of {baseline}).")
+        return out
+    out["difference"] = aware_mean - base_mean
+    missing = [sel for sel in target_aware if sel not in aware]
+    size = abs(out["difference"])
+    verdict = (f"{size:.2f} points lower, i.e. better" if out["difference"] < 0 else
+               f"{size:.2f} points higher, i.e. worse" if out["difference"] > 0 else "no difference")
+    out["text"] = (
+        f"{budget:g} %, {metric}: target-aware selectors ({', '.join(f'{s} {m:.2f}' for s, m in aware.items())}"
+        f"{'; not finished: ' + ', '.join(missing) if missing else ''}) average {aware_mean:.2f} % vs "
+        f"{base_mean:.2f} % for {baseline} (mean of {len(base_values)} seed{'s' if len(base_values) != 1 else ''})"
+        f": {verdict}.")
+    return out
+
+
+def aggregate(records, target_aware, baseline):
+    """:func:`compare_budget` at every budget of the subset students (increasing), WER then CER."""
+    budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
+    return [compare_budget(b, records, target_aware, baseline, key) for b in budgets for key in COMPARED]
+
+
+def markdown(records, comparisons, settings):
+    """The whole ``results.md``."""
+    subset = [r for r in records if r["group"] == "subset"]
+    others = [r for r in records if r["group"] != "subset"]
+    return "\n".join([
+        f"# Selection benchmark `{settings['benchmark_name']}`", "",
+        f"Pool {settings['pool_hours']:.3f} h. Every subset student is distilled for "
+        f"max(1, round({settings['train_hours_seen']:g} h / (budget × pool hours))) epochs, i.e. about "
+        f"{settings['train_hours_seen']:g} h of audio seen; the full-pool student for "
+        f"max(1, round({settings['train_hours_seen']:g} / {settings['pool_hours']:.3f})) epochs (at least as much "
+        "audio). Probes: CTC ASR (WER/CER %, asr_test_in and the unseen-domain asr_test_target) and speaker "
+        f"identification / verification on spk_test (accuracy %, EER %). {MISSING}: not finished (yet).", "",
+        f"Finished cells: {settings['finished_cells']} of {settings['total_cells']}.", "",
+        "## Subset students", "", markdown_table(subset), "",
+        "## References: full pool, teacher, MFCC", "", markdown_table(others), "",
+        f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']}", "",
+        *[f"- {c['text']}" for c in comparisons], "",
+    ])
+
+
+def plot(records, path):
+    """``results.png``: each metric of :data:`PANELS` against the budget, one line per selector.
+
+    Subset students are lines with markers (the mean over seeds); the full
+    pool and the reference encoders are horizontal lines.
+    """
+    figure = Figure(figsize=(6 * len(PANELS), 4.8), layout="constrained")
+    axes = figure.subplots(1, len(PANELS))
+    budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
+    colors = {sel: f"C{i % 10}" for i, sel in enumerate(dict.fromkeys(
+        r["selector"] for r in records if r["group"] == "subset"))}  # same colour in every panel
+    for ax, (key, title) in zip(axes, PANELS):
+        for selector, points in selector_means(records, key).items():
+            if points:
+                xs = sorted(points)
+                ax.plot(xs, [points[x] for x in xs], marker="o", color=colors[selector], label=selector)
+        for i, r in enumerate(r for r in records if r["group"] != "subset"):  # same style in every panel
+            if r[key] is not None:
+                label = "full pool" if r["group"] == "full" else r["name"]
+                ax.axhline(r[key], color="0.25", linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)],
+                           label=f"{label} ({r[key]:.1f})")
+        ax.set_title(title)
+        ax.set_xlabel("budget (% of the pool's hours)")
+        ax.set_xticks(budgets)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no finished cell yet", ha="center", va="center", transform=ax.transAxes)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110)
+
+
+def write_report(records, settings, folder):
+    """Write ``results.md``, ``results.json`` and ``results.png`` into ``folder`` (each atomically).
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`row_record` of every row, finished or not.
+    settings : dict
+        ``benchmark_name``, ``pool_hours``, ``train_hours_seen``,
+        ``finished_cells``, ``total_cells``, ``target_aware`` (selector names)
+        and ``baseline`` (the selector they are compared with).
+    folder : pathlib.Path
+        The benchmark's output folder.
+
+    Returns
+    -------
+    list of dict
+        The comparisons of :func:`aggregate`.
+    """
+    comparisons = aggregate(records, settings["target_aware"], settings["baseline"])
+    atomic_write_text(folder / "results.md", markdown(records, comparisons, settings))
+    atomic_write_text(folder / "results.json", json.dumps(
+        {"settings": settings, "rows": records, "aggregate": comparisons}, indent=2))
+    plot(records, folder / "results.png")
+    return comparisons
