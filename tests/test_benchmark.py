@@ -1,0 +1,221 @@
+"""The selection benchmark: the equal-compute rule, the report, the plan, and a tiny run that resumes."""
+
+import importlib.util
+import json
+import re
+import sys
+
+import pytest
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from conftest import SYNTH_RECIPE
+from selection.manifest import read_manifest
+
+BENCH = SYNTH_RECIPE / "benchmark"
+sys.path.insert(0, str(BENCH))
+import cells  # noqa: E402
+import report  # noqa: E402
+
+TINY_DISTILL = ["--num_workers=0", "--valid_utterances=4", "--batch_size=4", "--crop_seconds=1.0",
+                "--target_layers=[1,2]", "--student_layers=1", "--n_clusters=20", "--kmeans_fit_hours=0.02"]
+TINY_ASR = ["--num_workers=0", "--number_of_epochs=1", "--lstm_units=16", "--lstm_layers=1", "--max_batch_seconds=30"]
+TINY_SPEAKER = ["--num_workers=0", "--number_of_epochs=1", "--n_crops=2", "--embedding_size=16"]
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("run_benchmark", BENCH / "run_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_yaml(path, config):
+    """A benchmark YAML: one ``key: <JSON value>`` line per key (JSON values are YAML)."""
+    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items()))
+    return path
+
+
+def tiny_config(corpus, teacher_dir, tmp_path):
+    """Random and contrastive (kmeans) at one 10 % budget, the tiny teacher and MFCC, all tiny."""
+    pool_hours = read_manifest(corpus["save_folder"] / "pool.csv").total_hours
+    return {
+        "benchmark_name": "tiny", "output_folder": str(tmp_path / "bench"), "dry_run": False,
+        "delete_student_features": True, "data_folder": str(corpus["data_folder"]),
+        "manifest_folder": str(corpus["save_folder"]), "corpus_scale": corpus["scale"],
+        "pool_manifest": str(corpus["save_folder"] / "pool.csv"), "teacher_source": str(teacher_dir),
+        "train_hours_seen": 0.1 * pool_hours, "budgets": [0.1], "seed": 1234,
+        "selectors": {"random": {"hparams": "distill_random.yaml"}, "kmeans": {"hparams": "distill_kmeans.yaml"}},
+        "full_pool": None,
+        "references": {"teacher": {"encoder_source": str(teacher_dir), "feature_folder": str(tmp_path / "f_teacher")},
+                       "mfcc": {"encoder_source": "mfcc", "feature_folder": str(tmp_path / "f_mfcc")}},
+        "target_aware": ["kmeans"], "baseline": "random",
+        "asr_hparams": "recipes/SynthDomains/ASR/hparams/ctc_probe.yaml",
+        "speaker_hparams": "recipes/SynthDomains/speaker/hparams/spk_probe.yaml",
+        "distill_overrides": TINY_DISTILL + [f"--units_folder={tmp_path / 'units'}"],
+        "asr_overrides": TINY_ASR, "speaker_overrides": TINY_SPEAKER,
+    }
+
+
+def table(markdown):
+    """``{cell name: [column values]}`` of every table line of a results.md."""
+    rows = [line.strip("|").split("|") for line in markdown.splitlines() if line.startswith("| ")]
+    return {cols[0].strip(): [c.strip() for c in cols] for cols in rows if cols[0].strip() != "cell"}
+
+
+def test_equal_compute_epochs():
+    pool = 6.831
+    assert [cells.epochs_for(1.4, b * pool) for b in (0.05, 0.1, 0.2)] == [4, 2, 1]
+    assert cells.epochs_for(1.4, pool) == 1  # the full pool: at least one epoch, so at least as much audio
+    assert cells.epochs_for(0.5, 0.1) == 5 and cells.epochs_for(0.01, 3.0) == 1
+    with pytest.raises(ValueError, match="0 h"):
+        cells.epochs_for(1.4, 0)
+    assert [cells.budget_label(b) for b in (0.05, 0.1, 0.2, 0.025)] == ["5", "10", "20", "2.5"]
+
+
+def fabricated_record(name, group, selector, budget, seed, wer_target, spk=None):
+    row = cells.Row(name, group, selector, budget, seed, None if group == "reference" else 2, (), None)
+    distill = None if group == "reference" else {"subset_hours": 0.683, "epochs": 2, "this_run_minutes": 3.2}
+    asr = None if wer_target is None else {"metrics": {"asr_test_in": {"WER": 30.0, "CER": 10.0},
+                                                       "asr_test_target": {"WER": wer_target, "CER": 20.0}}}
+    spk = None if spk is None else {"metrics": {"spk_test": {"accuracy": spk, "EER": None}}}
+    return report.row_record(row, {"distill": distill, "asr": asr, "spk": spk})
+
+
+def test_report_of_fabricated_results(tmp_path):
+    records = [fabricated_record("random_10pct_s1", "subset", "random", 0.1, 1, 50.0, spk=80.0),
+               fabricated_record("random_10pct_s2", "subset", "random", 0.1, 2, 46.0),
+               fabricated_record("kmeans_10pct_s1", "subset", "kmeans", 0.1, 1, 40.0),
+               fabricated_record("dsir_10pct_s1", "subset", "dsir", 0.1, 1, 44.0),
+               fabricated_record("divergence_10pct_s1", "subset", "divergence", 0.1, 1, None),
+               fabricated_record("kmeans_20pct_s1", "subset", "kmeans", 0.2, 1, 39.0),
+               fabricated_record("full_s1", "full", "full", 1.0, 1, 41.0),
+               fabricated_record("teacher", "reference", "teacher", None, None, 35.0, spk=90.0),
+               fabricated_record("mfcc", "reference", "mfcc", None, None, None)]
+    settings = {"benchmark_name": "fab", "pool_hours": 6.831, "train_hours_seen": 1.4, "finished_cells": 12,
+                "total_cells": 20, "target_aware": ["kmeans", "dsir", "divergence"], "baseline": "random"}
+    comparisons = report.write_report(records, settings, tmp_path)
+
+    ten, ten_cer, twenty, _ = comparisons
+    assert ten["target_aware_mean"] == pytest.approx(42.0) and ten["baseline_mean"] == pytest.approx(48.0)
+    assert ten["difference"] == pytest.approx(-6.0) and ten["baseline_seeds"] == 2
+    assert ten["text"].startswith("10 %, WER on asr_test_target: target-aware selectors (kmeans 40.00, dsir 44.00")
+    assert "6.00 points lower, i.e. better" in ten["text"] and "not finished: divergence" in ten["text"]
+    assert ten_cer["metric"] == "CER on asr_test_target" and "no difference" in ten_cer["text"]
+    assert twenty["difference"] is None and "not available yet" in twenty["text"]
+
+    md = (tmp_path / "results.md").read_text()
+    rows = table(md)
+    assert set(rows) == {r["name"] for r in records}
+    header = [h for _, h, _ in report.COLUMNS]
+    wer_target = header.index("WER test_target")
+    assert rows["kmeans_10pct_s1"][wer_target] == "40.00" and rows["divergence_10pct_s1"][wer_target] == "–"
+    assert rows["teacher"][header.index("budget %")] == "–" and rows["full_s1"][header.index("budget %")] == "100"
+    assert rows["random_10pct_s1"][header.index("spk accuracy")] == "80.00"
+    assert ten["text"] in md and "Finished cells: 12 of 20" in md
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"] == records and saved["aggregate"][0]["difference"] == pytest.approx(-6.0)
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    report.write_report([r | {k: None for k in ("wer_target", "wer_in", "spk_accuracy")} for r in records],
+                        settings, tmp_path / "empty")  # nothing finished: still a table and a figure
+    assert (tmp_path / "empty" / "results.png").exists()
+
+
+def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
+    config = tiny_config(tiny_corpus, tiny_hubert_dir, tmp_path)
+    config["selectors"]["random"]["seeds"] = [1, 2]
+    config["full_pool"] = {"hparams": "distill_full.yaml"}
+    config["distill_overrides"] = ["--num_workers=0"]
+    config["selectors"]["kmeans"]["overrides"] = ["--n_clusters=20"]
+    hparams = write_yaml(tmp_path / "bench.yaml", config)
+    runner = load_runner()
+    assert runner.main([str(hparams), "--dry_run=True", "--budgets=[0.05,0.2]"]) == 0
+    printed = capsys.readouterr().out
+    assert not (tmp_path / "bench").exists()  # a dry run writes nothing
+
+    rows, hours = cells.build_plan(runner.load_hparams([str(hparams), "--budgets=[0.05,0.2]"]))
+    names = [row.name for row in rows]
+    assert names == ["random_5pct_s1", "teacher", "mfcc", "random_5pct_s2", "kmeans_5pct_s1234", "random_20pct_s1",
+                     "random_20pct_s2", "kmeans_20pct_s1234", "full_s1234"]
+    by_name = {row.name: row for row in rows}
+    assert by_name["random_5pct_s1"].epochs == round(0.1 * hours / (0.05 * hours)) == 2
+    assert by_name["kmeans_20pct_s1234"].epochs == 1 and by_name["full_s1234"].epochs == 1
+    distill, asr, spk = by_name["kmeans_5pct_s1234"].cells
+    out = tmp_path / "bench"
+    assert {"--budget_fraction=0.05", "--seed=1234", "--number_of_epochs=2", "--experiment_name=kmeans_5pct_s1234",
+            f"--output_folder={out}/distill/kmeans_5pct_s1234", f"--cache_folder={out}/teacher_targets",
+            "--num_workers=0", "--n_clusters=20"} <= set(distill.argv)
+    assert f"--encoder_source={out}/distill/kmeans_5pct_s1234/save/student" in asr.argv
+    assert f"--feature_folder={out}/probe_features/kmeans_5pct_s1234" in spk.argv and "--n_crops=2" in spk.argv
+    assert not any(a.startswith("--budget_fraction") for a in by_name["full_s1234"].cells[0].argv)
+    assert f"--feature_folder={tmp_path / 'f_mfcc'}" in by_name["mfcc"].cells[0].argv
+    for cell in (distill, asr, spk):
+        assert " ".join(cell.argv[1:]) in printed
+
+    config["asr_overrides"] = ["--encoder_name=x"]
+    with pytest.raises(ValueError, match="asr_overrides.*sets a key the benchmark sets itself"):
+        cells.build_plan(config)
+    config["asr_overrides"] = ["number_of_epochs=1"]
+    with pytest.raises(ValueError, match="not of the form --key=value"):
+        cells.build_plan(config)
+    with pytest.raises(ValueError, match="selectors: x needs an hparams file"):
+        cells.build_plan(config | {"asr_overrides": [], "selectors": {"x": None}})
+    with pytest.raises(FileNotFoundError, match="pool manifest .* generate the corpus"):
+        cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
+
+
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 79), ("benchmark_quick.yaml", 13)])
+def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tmp_path, monkeypatch):
+    """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports."""
+    monkeypatch.syspath_prepend(str(SYNTH_RECIPE.parent))  # the recipes' hparams name SynthDomains.<module>
+    corpus = [f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
+              f"--corpus_scale={tiny_corpus['scale']}", f"--output_folder={tmp_path}"]
+    rows, _ = cells.build_plan(load_runner().load_hparams([str(BENCH / "hparams" / name), *corpus]))
+    assert sum(len(row.cells) for row in rows) == n_cells
+    checked = set()
+    for cell in (cell for row in rows for cell in row.cells if cell.argv[2] not in checked):
+        checked.add(cell.argv[2])
+        hparams_file, _, overrides = sb.parse_arguments(list(cell.argv[2:]))
+        with open(cells.resolve(hparams_file), encoding="utf-8") as handle:
+            load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
+    assert len(checked) == (10 if name == "benchmark.yaml" else 5)  # distillation variants + both probes
+
+
+def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
+    hparams = write_yaml(tmp_path / "bench.yaml", tiny_config(tiny_corpus, tiny_hubert_dir, tmp_path))
+    runner = load_runner()
+    out = tmp_path / "bench"
+    assert runner.main([str(hparams)]) == 0
+    capsys.readouterr()
+
+    rows = table((out / "results.md").read_text())
+    header = [h for _, h, _ in report.COLUMNS]
+    assert set(rows) == {"random_10pct_s1234", "kmeans_10pct_s1234", "teacher", "mfcc"}
+    for name, cols in rows.items():
+        for column in ("WER test_in", "WER test_target", "CER test_target", "spk accuracy"):
+            assert float(cols[header.index(column)]) >= 0, (name, column)
+    assert float(rows["kmeans_10pct_s1234"][header.index("hours used")]) > 0
+    assert rows["kmeans_10pct_s1234"][header.index("epochs")] == "1"
+    assert (out / "results.png").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["finished_cells"] == results["settings"]["total_cells"] == 10
+    assert results["aggregate"][0]["difference"] is not None
+    assert not (out / "probe_features" / "kmeans_10pct_s1234").exists()  # deleted once both probes finished
+    assert (tmp_path / "f_teacher").exists()  # a reference's features are kept
+
+    logs = sorted((out / "logs").glob("*.log"))
+    assert len(logs) == 10
+    mtimes = {log.name: log.stat().st_mtime_ns for log in logs}
+
+    assert runner.main([str(hparams)]) == 0  # everything finished: nothing runs
+    assert capsys.readouterr().out.count("skipped: finished earlier") == 10
+    assert {log.name: log.stat().st_mtime_ns for log in logs} == mtimes
+
+    (out / "asr" / "random_10pct_s1234" / "results.json").unlink()
+    assert runner.main([str(hparams)]) == 0  # only that cell runs again
+    printed = capsys.readouterr().out
+    assert printed.count("skipped: finished earlier") == 9 and re.search(r"asr +random_10pct_s1234 +done in", printed)
+    changed = {log.name for log in logs if log.stat().st_mtime_ns != mtimes[log.name]}
+    assert changed == {"asr-random_10pct_s1234.log"}
+    assert (out / "asr" / "random_10pct_s1234" / "results.json").exists()
