@@ -230,6 +230,7 @@ def dataio_prepare(hparams, caches=None):
     order = np.random.default_rng(hparams["seed"]).permutation(len(train_utts))
     n_valid = max(1, int(round(hparams["valid_fraction"] * len(train_utts))))
     valid_utts = {train_utts[i] for i in order[:n_valid]}
+
     def part(split, keep):
         return {utt: row for utt, row in rows[split].items() if keep(utt)}
 
