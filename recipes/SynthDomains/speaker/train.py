@@ -176,10 +176,17 @@ class SpeakerProbeBrain(sb.Brain):
 
 
 def crop_settings(hparams, split):
-    """The fixed noisy crops of a split (test and verification crops drawn from another seed than training's)."""
+    """The fixed noisy crops of a split (test and verification crops drawn from another seed than training's).
+
+    A verification split of its own gets one crop per utterance: trials score crop 0 only, and
+    crop ``k`` does not depend on the number of crops, so it matches crop 0 of the test split.
+    """
     is_test = split != hparams["train_split"]
-    return NoisyCrops(n_crops=hparams["n_test_crops" if is_test else "n_crops"], seconds=hparams["crop_seconds"],
-                      snr_db=hparams["snr_db"], seed=hparams["crop_seed"] + int(is_test))
+    n_crops = hparams["n_test_crops" if is_test else "n_crops"]
+    if split not in (hparams["train_split"], hparams["test_split"]):
+        n_crops = 1
+    return NoisyCrops(n_crops=n_crops, seconds=hparams["crop_seconds"], snr_db=hparams["snr_db"],
+                      seed=hparams["crop_seed"] + int(is_test))
 
 
 def probe_splits(hparams):
