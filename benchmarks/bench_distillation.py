@@ -14,10 +14,12 @@
 (b) Epoch time of the distillation recipe's loop (``DistillBrain``,
     ``load_datasets``, ``add_pipelines`` and ``build_cache`` of
     ``recipes/SynthDomains/distillation/train.py``) with the teacher-target
-    cache on and off (``--freeze_cnn``: the student's CNN without gradients), on generated audio (or ``--manifest``), with a
-    randomly initialised teacher of the offline teacher's shape
-    (``teacher/hparams/hubert_small.yaml``: 6 layers, 256 wide) saved like the
-    teacher recipe saves it. The first epoch with the cache includes building it.
+    cache on and off (``--freeze_cnn``: the student's CNN without gradients), on
+    generated audio (or ``--manifest``), with a randomly initialised teacher saved
+    like the teacher recipe saves it: the offline teacher's shape
+    (``teacher/hparams/hubert_small.yaml``: 6 layers, 256 wide) or, with
+    ``--cache_teacher base``, HuBERT Base's (12 x 768, the student 2 x 768).
+    The first epoch with the cache includes building it.
 
 Example::
 
@@ -25,6 +27,7 @@ Example::
     python benchmarks/bench_distillation.py --small --skip_cache --s3prl_path /tmp/s3prl_pkgs
     python benchmarks/bench_distillation.py --skip_throughput --manifest pool.csv --data_root data/SynthDomains
     python benchmarks/bench_distillation.py --skip_throughput --freeze_cnn
+    python benchmarks/bench_distillation.py --skip_throughput --cache_teacher base --freeze_cnn
 """
 
 import argparse
@@ -352,13 +355,13 @@ def make_corpus(folder, n_train, n_valid, min_seconds, max_seconds, seed=0):
     return folder, manifests
 
 
-def save_teacher(config, folder):
+def save_teacher(config, folder, normalize=True):
     """A randomly initialised ``HubertModel`` saved as the teacher recipe exports one."""
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
     torch.manual_seed(0)
     HubertModel(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=normalize,
                              return_attention_mask=True).save_pretrained(folder)
     return folder
 
@@ -489,8 +492,14 @@ def bench_cache(args, workdir):
 
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     recipe = load_recipe()
-    config = small_teacher_config(workdir)
-    teacher_dir = save_teacher(config, workdir / "teacher_hf")
+    if args.cache_teacher == "base":
+        config, normalize = base_teacher_config(), False  # HuBERT Base's extractor does not normalise
+    else:
+        config, normalize = small_teacher_config(workdir), True
+    if args.target_layers is None:
+        n_teacher = config.num_hidden_layers
+        args.target_layers = [n_teacher // 3, 2 * n_teacher // 3, n_teacher]  # 2-4-6 of 6, 4-8-12 of 12
+    teacher_dir = save_teacher(config, workdir / "teacher_hf", normalize)
     if args.manifest:
         data_root, subset_csv = Path(args.data_root), Path(args.manifest)
         manifests = workdir / "manifests"
@@ -522,7 +531,8 @@ def bench_cache(args, workdir):
             print(f"[cache] run {rep + 1} {label}: build {timing['build']:.2f} s; train per epoch "
                   + " ".join(f"{t:.2f}" for t in timing["train"]) + " s; epoch incl. validation + checkpoint "
                   + " ".join(f"{t:.2f}" for t in timing["epoch"]) + f" s ({timing['steps']} steps/epoch, "
-                  f"median step after epoch 1 {statistics.median(timing['step']):.2f} s, last loss {timing['loss']:.5f})",
+                  f"median step after epoch 1 {statistics.median(timing['step']):.2f} s, "
+                  f"last loss {timing['loss']:.5f})",
                   flush=True)
 
     def later(mode, key):
@@ -557,8 +567,10 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="(a) untimed steps per model first")
     parser.add_argument("--max_grad_norm", type=float, default=5.0, help="(a) gradient clipping (both models)")
     parser.add_argument("--student_layers", type=int, default=2)
-    parser.add_argument("--target_layers", type=int, nargs="+", default=[2, 4, 6],
-                        help="(b) teacher layers predicted (of the 6-layer teacher)")
+    parser.add_argument("--target_layers", type=int, nargs="+",
+                        help="(b) teacher layers predicted (default: a third, two thirds and all of its layers)")
+    parser.add_argument("--cache_teacher", choices=("small", "base"), default="small",
+                        help="(b) teacher shape: the offline teacher's (hubert_small.yaml) or HuBERT Base's")
     parser.add_argument("--epochs", type=int, default=3, help="(b) epochs per run")
     parser.add_argument("--cache_repeats", type=int, default=2, help="(b) runs per mode, interleaved")
     parser.add_argument("--utterances", type=int, default=32, help="(b) generated training utterances")
