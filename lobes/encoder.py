@@ -41,16 +41,22 @@ def normalize_valid(wavs, mask):
     return (wavs - mean) / torch.sqrt(var + 1e-7) * mask
 
 
+def model_input(wavs, wav_lens, normalize):
+    """The waveforms as the model takes them (normalised or zero-padded) and their ``[B, S]`` sample mask."""
+    mask = sample_mask(wavs, wav_lens)
+    return (normalize_valid(wavs, mask) if normalize else wavs * mask), mask
+
+
+def frame_lengths_of(model, mask):
+    """Frames the model's CNN makes of each waveform's real samples."""
+    return model._get_feat_extract_output_lengths(mask.sum(1)).clamp(min=0).long()
+
+
 def run_encoder(model, wavs, wav_lens, normalize, use_mask):
     """Hidden states ``[L+1, B, T, D]`` and frame lengths of an HF SSL model."""
-    mask = sample_mask(wavs, wav_lens)
-    if normalize:
-        wavs = normalize_valid(wavs, mask)
-    else:
-        wavs = wavs * mask
+    wavs, mask = model_input(wavs, wav_lens, normalize)
     out = model(wavs, attention_mask=mask.long() if use_mask else None, output_hidden_states=True)
-    frame_lengths = model._get_feat_extract_output_lengths(mask.sum(1))
-    return torch.stack(out.hidden_states), frame_lengths.clamp(min=0).long()
+    return torch.stack(out.hidden_states), frame_lengths_of(model, mask)
 
 
 def frame_mask(frame_lengths, n_frames):
@@ -109,3 +115,31 @@ class FrozenTeacher(nn.Module):
         with torch.autocast(device_type=wavs.device.type, enabled=False):
             hidden, frame_lengths = run_encoder(self.model, wavs.float(), wav_lens, self.normalize, self.use_mask)
         return hidden.float(), frame_lengths
+
+
+class TeacherCNN(nn.Module):
+    """The CNN front-end output of a :class:`FrozenTeacher`, as a one-layer encoder.
+
+    ``forward`` returns ``([1, B, T, C], frame_lengths)``: the convolution
+    stack's features (``extract_features`` in HF, before the feature
+    projection), in the encoder contract, so that
+    :func:`lobes.target_cache.build_target_cache` stores them like hidden states.
+    A student whose frozen CNN is the teacher's then trains on them instead of
+    running its CNN (``SSLStudent.forward(..., cnn_features=...)``).
+
+    Parameters
+    ----------
+    teacher : FrozenTeacher
+    """
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    @torch.no_grad()
+    def forward(self, wavs, wav_lens):
+        model = self.teacher.model
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            inputs, mask = model_input(wavs.float(), wav_lens, self.teacher.normalize)
+            features = model.feature_extractor(inputs).transpose(1, 2)  # [B, T, C]
+        return features.float()[None], frame_lengths_of(model, mask)

@@ -57,6 +57,8 @@ class SSLStudent(nn.Module):
         Teacher hidden-state indices the heads predict.
     """
 
+    cnn_frozen = False  # True: the CNN keeps its initial weights and may be replaced by cached features
+
     def __init__(self, config, normalize, use_mask, target_layers):
         from transformers import AutoModel
 
@@ -66,10 +68,32 @@ class SSLStudent(nn.Module):
         self.use_mask = use_mask
         self.target_layers = [int(layer) for layer in target_layers]
 
-    def forward(self, wavs, wav_lens):
-        """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``."""
-        hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
+    def forward(self, wavs, wav_lens, cnn_features=None):
+        """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``.
+
+        ``cnn_features`` (``[B, T, C]``, optional): the output the frozen CNN
+        would give for ``wavs`` (e.g. the teacher's, cached by
+        :class:`lobes.encoder.TeacherCNN`); the CNN is then not run.
+        """
+        if cnn_features is None:
+            hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
+            return self.predict(hidden), frame_lengths
+        if not self.cnn_frozen:
+            raise ValueError("cnn_features replace the CNN's output: the student's CNN must be frozen (freeze_cnn)")
+        cnn = self.encoder.feature_extractor
+        cnn.forward = lambda input_values: cnn_features.transpose(1, 2)  # HF reads [B, C, T]
+        try:
+            hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
+        finally:
+            del cnn.forward  # the class's forward again
         return self.predict(hidden), frame_lengths
+
+    def cnn_matches(self, teacher):
+        """Whether the student's CNN holds exactly the teacher's CNN weights."""
+        mine = self.encoder.feature_extractor.state_dict()
+        theirs = teacher.model.feature_extractor.state_dict()
+        return mine.keys() == theirs.keys() and all(
+            mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k].to(mine[k].device)) for k in mine)
 
     def predict(self, hidden):
         raise NotImplementedError
@@ -109,7 +133,8 @@ class DistilHuBERT(SSLStudent):
         Keep the CNN as initialised: it runs without gradients, so a training
         step skips its backward pass (s3prl's ``feature_grad_mult: 0``; the
         released DistilHuBERT trained it with gradients scaled by 0.1). About
-        halves a step on a CPU, which is what lets the teacher-target cache pay.
+        halves a step on a CPU, which is what lets the teacher-target cache pay;
+        the CNN's output may then be cached too (``cnn_features``).
     """
 
     def __init__(self, teacher, n_layers=2, target_layers=(4, 8, 12), init_from_teacher=True, freeze_cnn=False):
@@ -123,6 +148,7 @@ class DistilHuBERT(SSLStudent):
             if not init_from_teacher:
                 raise ValueError("freeze_cnn keeps the CNN as initialised: it needs init_from_teacher=True")
             self.encoder.feature_extractor._freeze_parameters()  # no grad, and no input grad either
+            self.cnn_frozen = True
         dim, n_targets = config.hidden_size, len(self.target_layers)
         self.expand = nn.Sequential(nn.Linear(dim, dim * n_targets), nn.GELU())
         self.heads = nn.ModuleList(nn.Linear(dim, teacher.hidden_size) for _ in range(n_targets))

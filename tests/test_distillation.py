@@ -76,3 +76,27 @@ def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_d
     cached = json.loads((tmp_path / "run" / "distillation.json").read_text())
     assert live["subset"].replace("live", "run") == cached["subset"]
     assert not (tmp_path / "live" / "save" / "teacher_targets").exists()
+
+
+def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_dir, tmp_path):
+    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    recipe = load_recipe()
+    base = [str(hparams_file), *[a for a in tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units",
+                                                           tmp_path / "unused", hparams_file)
+                                 if not a.startswith("--output_folder")],
+            "--freeze_cnn=True", "--number_of_epochs=1"]
+    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_live'}"])
+    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_cached'}", "--cache_cnn_features=True"])
+    caches = sorted(p.name for p in (tmp_path / "cnn_cached" / "save" / "teacher_targets").iterdir())
+    assert [name.split("-")[0] for name in caches if "-cnn-" in name] == ["train", "valid"]
+    live, cached = ({key: value for key, value in json.loads(
+        (tmp_path / run / "distillation.json").read_text())["last_stats"].items() if key.startswith("loss")}
+        for run in ("cnn_live", "cnn_cached"))
+    # same crops and weights; only the CNN's input context differs (whole utterance, fp16)
+    assert live.keys() == cached.keys() and live != cached
+    for key in live:
+        assert cached[key] == pytest.approx(live[key], rel=0.05), key
+
+    with pytest.raises(ValueError, match="freeze_cnn"):
+        recipe.main(base[:-2] + ["--number_of_epochs=1", f"--output_folder={tmp_path / 'trained_cnn'}",
+                                 "--cache_cnn_features=True"])

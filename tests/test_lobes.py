@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lobes.encoder import FrozenTeacher, frame_mask
+from lobes.encoder import FrozenTeacher, TeacherCNN, frame_mask
 from lobes.losses import hint_mse_loss, l1_cosine_loss
 from lobes.students import DistilHuBERT, FitHuBERT
 from lobes.target_cache import build_target_cache
@@ -98,6 +98,28 @@ def test_frozen_cnn_stays_as_the_teacher_while_the_rest_learns(teacher):
     assert not torch.equal(student.encoder.encoder.layers[0].attention.q_proj.weight, first_layer)
     with pytest.raises(ValueError, match="init_from_teacher"):
         DistilHuBERT(teacher, n_layers=1, target_layers=[1], init_from_teacher=False, freeze_cnn=True)
+
+
+def test_cached_teacher_cnn_features_replace_the_frozen_cnn(teacher):
+    torch.manual_seed(0)
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True).eval()
+    wavs = torch.randn(2, 8000)
+    wavs[1, 5600:] = 0.0
+    lens = torch.tensor([1.0, 0.7])
+    features, frames = TeacherCNN(teacher)(wavs, lens)
+    assert features.shape == (1, 2, 24, teacher.config.conv_dim[-1]) and frames.tolist() == [24, 17]
+    live, live_frames = student(wavs, lens)
+    cached, cached_frames = student(wavs, lens, cnn_features=features[0])
+    assert torch.allclose(live, cached, atol=1e-5) and torch.equal(live_frames, cached_frames)
+    # the CNN is itself again afterwards: other features give other predictions
+    assert not torch.allclose(student(wavs, lens, cnn_features=torch.randn_like(features[0]))[0], live, atol=1e-3)
+    assert torch.allclose(student(wavs, lens)[0], live, atol=1e-6)
+    assert student.cnn_matches(teacher)
+    with torch.no_grad():
+        student.encoder.feature_extractor.conv_layers[0].conv.weight.add_(1.0)
+    assert not student.cnn_matches(teacher)
+    with pytest.raises(ValueError, match="frozen"):
+        DistilHuBERT(teacher, n_layers=1, target_layers=[1])(wavs, lens, cnn_features=features[0])
 
 
 def test_hint_loss_weights_layers():

@@ -8,7 +8,8 @@ Stages, each skipped when done (re-running the same command resumes):
    built by the teacher recipe when missing;
 3. the subset: the selection stages of ``selection/`` with the configured selector;
 4. optionally the teacher targets of the subset and of the validation utterances,
-   computed once in fp16;
+   computed once in fp16 (``cache_teacher_targets``), and with a frozen CNN
+   copied from the teacher its output too (``cache_cnn_features``);
 5. distillation (``DistillBrain``), checkpointed every epoch; the student is
    exported to ``<output_folder>/save/student`` as an HF model folder.
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the da
 from SynthDomains.offline_teacher import ensure_teacher  # noqa: E402
 
 from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
-from lobes.encoder import frame_mask  # noqa: E402
+from lobes.encoder import TeacherCNN, frame_mask  # noqa: E402
 from lobes.target_cache import build_target_cache  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,15 @@ class DistillBrain(sb.Brain):
     otherwise switch it to train mode every epoch and checkpoint its weights.
     ``self.target_layers`` are the teacher layers the student predicts.
     Targets come from the batch (``targets``, the fp16 cache) when present,
-    else from a teacher forward pass on the same crops.
+    else from a teacher forward pass on the same crops; so does the frozen
+    CNN's output (``cnn_features``).
     """
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        if hasattr(batch, "cnn_features"):
+            return self.modules.student(wavs, wav_lens, cnn_features=batch.cnn_features.data)
         return self.modules.student(wavs, wav_lens)
 
     def teacher_targets(self, batch):
@@ -120,31 +124,39 @@ def load_datasets(hparams, subset_csv):
     return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
 
 
-def add_pipelines(hparams, train, valid, config, train_cache=None, valid_cache=None):
-    """Training: random frame-aligned crops; validation: whole utterances; cached targets when given."""
+def add_pipelines(hparams, train, valid, config, train_cache=None, valid_cache=None, train_cnn_cache=None,
+                  valid_cnn_cache=None):
+    """Training: random frame-aligned crops; validation: whole utterances.
+
+    Cached teacher targets (``targets [T, N, D]``) and CNN features
+    (``cnn_features [T, C]``) are read for the same frames when their caches are given.
+    """
     hop = int(torch.prod(torch.tensor(config.conv_stride)))
     crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
-    @sb.utils.data_pipeline.provides("sig", "targets")
+    @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
     def train_crop(wav, utt_id, duration):
         start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
         sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
         yield sig
-        if train_cache is not None:
-            yield train_cache.get(utt_id, start // hop, frame_count(len(sig), config.conv_kernel, config.conv_stride))
+        n_frames = frame_count(len(sig), config.conv_kernel, config.conv_stride)
+        yield None if train_cache is None else train_cache.get(utt_id, start // hop, n_frames)
+        yield None if train_cnn_cache is None else train_cnn_cache.get(utt_id, start // hop, n_frames)[:, 0]
 
     @sb.utils.data_pipeline.takes("wav", "id")
-    @sb.utils.data_pipeline.provides("sig", "targets")
+    @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
     def whole(wav, utt_id):
         yield sb.dataio.dataio.read_audio(wav)
-        if valid_cache is not None:
-            yield valid_cache.get(utt_id)
+        yield None if valid_cache is None else valid_cache.get(utt_id)
+        yield None if valid_cnn_cache is None else valid_cnn_cache.get(utt_id)[:, 0]
 
-    sb.dataio.dataset.add_dynamic_item([train], train_crop)
-    sb.dataio.dataset.add_dynamic_item([valid], whole)
-    sb.dataio.dataset.set_output_keys([train], ["id", "sig"] + (["targets"] if train_cache is not None else []))
-    sb.dataio.dataset.set_output_keys([valid], ["id", "sig"] + (["targets"] if valid_cache is not None else []))
+    for dataset, pipeline, cache, cnn_cache in ((train, train_crop, train_cache, train_cnn_cache),
+                                                (valid, whole, valid_cache, valid_cnn_cache)):
+        sb.dataio.dataset.add_dynamic_item([dataset], pipeline)
+        keys = ["id", "sig"] + (["targets"] if cache is not None else []) + \
+            (["cnn_features"] if cnn_cache is not None else [])
+        sb.dataio.dataset.set_output_keys([dataset], keys)
 
 
 def whole_utterance_batches(dataset, batch_size):
@@ -159,12 +171,31 @@ def whole_utterance_batches(dataset, batch_size):
 
 
 def build_cache(hparams, name, dataset, teacher, layers):
-    """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list."""
+    """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list.
+
+    ``layers="cnn"``: the output of the teacher's CNN instead (:class:`lobes.encoder.TeacherCNN`).
+    """
     content = json.dumps([(i, dataset.data[i]["wav"]) for i in sorted(dataset.data_ids)]).encode()
-    key = f"{name}-{Path(hparams['teacher_source']).name}-{'-'.join(map(str, layers))}-" \
-          f"{hashlib.sha256(content).hexdigest()[:12]}"
+    layer_key = layers if layers == "cnn" else "-".join(map(str, layers))
+    key = f"{name}-{Path(hparams['teacher_source']).name}-{layer_key}-{hashlib.sha256(content).hexdigest()[:12]}"
     batches, total = whole_utterance_batches(dataset, hparams["cache_batch_size"])
+    if layers == "cnn":
+        return build_target_cache(TeacherCNN(teacher), batches, [0], Path(hparams["cache_folder"]) / key, total,
+                                  desc="teacher CNN features")
     return build_target_cache(teacher, batches, layers, Path(hparams["cache_folder"]) / key, total)
+
+
+def check_cnn_cache(hparams, student, teacher):
+    """Whether to cache the CNN's output: ``cache_cnn_features``, valid only for a frozen copy of the teacher's CNN."""
+    if not hparams.get("cache_cnn_features", False):
+        return False
+    if not hparams["cache_teacher_targets"]:
+        raise ValueError("cache_cnn_features: True needs cache_teacher_targets: True")
+    if not student.cnn_frozen or not student.cnn_matches(teacher):
+        raise ValueError(f"cache_cnn_features: True needs a student whose CNN is the teacher's, frozen "
+                         f"(DistilHuBERT with init_from_teacher and freeze_cnn: True); {type(student).__name__} "
+                         f"{'has a CNN of its own' if student.cnn_frozen else 'trains its CNN'}")
+    return True
 
 
 def main(argv):
@@ -186,10 +217,13 @@ def main(argv):
     student = hparams["student_class"](teacher)
     train, valid = load_datasets(hparams, subset_csv)
     caches = {}
-    if hparams["cache_teacher_targets"]:
+    cached = {"cache": student.target_layers} if hparams["cache_teacher_targets"] else {}
+    if check_cnn_cache(hparams, student, teacher):
+        cached["cnn_cache"] = "cnn"
+    for suffix, layers in cached.items():
         for name, dataset in (("train", train), ("valid", valid)):
-            run_on_main(build_cache, args=[hparams, name, dataset, teacher, student.target_layers])
-            caches[f"{name}_cache"] = build_cache(hparams, name, dataset, teacher, student.target_layers)
+            run_on_main(build_cache, args=[hparams, name, dataset, teacher, layers])
+            caches[f"{name}_{suffix}"] = build_cache(hparams, name, dataset, teacher, layers)
     add_pipelines(hparams, train, valid, teacher.config, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
