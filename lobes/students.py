@@ -5,8 +5,8 @@ WavLM, wav2vec 2.0) with a smaller config, plus prediction heads used only in
 training. :meth:`SSLStudent.export` writes the encoder with ``save_pretrained``
 and a feature-extractor config, so the student loads with
 ``AutoModel.from_pretrained`` and SpeechBrain's HF wrapper like any public
-model. FitHuBERT's optional time-reduction layer is not implemented (it has no
-stock HF config); the students here keep the teacher's 50 frames per second.
+model. FitHuBERT's optional time-reduction layer (50 -> 25 frames per second)
+is an eighth CNN layer, so that a stock config still holds it.
 """
 
 import logging
@@ -162,6 +162,14 @@ class DistilHuBERT(SSLStudent):
 class FitHuBERT(SSLStudent):
     """FitHuBERT: thin and deep, trained from scratch with a hint head on every layer.
 
+    With ``time_reduction`` the encoder runs at half the teacher's frame rate:
+    FitHuBERT's time-reduction layer (Conv1d, kernel 2, stride 2) is added as
+    an eighth layer of the CNN (with the CNN's activation, and before the
+    feature projection rather than after it), which a stock HF config
+    expresses, so the exported student loads like any other. Each hint head
+    undoes it (ConvTranspose1d, kernel 2, stride 2, then the linear map to
+    the teacher's width), so the hints are taken at the teacher's frame rate.
+
     Parameters
     ----------
     teacher : lobes.encoder.FrozenTeacher
@@ -172,22 +180,59 @@ class FitHuBERT(SSLStudent):
         Depth (default: the teacher's). Student layer ``i`` predicts teacher layer
         ``round(i * L_teacher / n_layers)``.
     conv_channels : sequence of int
-        Channels of the 7 CNN layers (thin front-end).
+        Channels of the teacher-shaped CNN layers (thin front-end).
+    time_reduction : bool
+        Halve the frame rate with FitHuBERT's time-reduction layer.
     """
 
     def __init__(self, teacher, hidden_size=480, ffn_dim=480, n_heads=12, n_layers=None,
-                 conv_channels=(128, 128, 256, 256, 512, 512, 512)):
+                 conv_channels=(128, 128, 256, 256, 512, 512, 512), time_reduction=False):
         n_layers = n_layers or teacher.num_layers
+        conv = {"conv_dim": tuple(conv_channels), "conv_kernel": tuple(teacher.config.conv_kernel),
+                "conv_stride": tuple(teacher.config.conv_stride)}
+        if len(conv_channels) != len(conv["conv_kernel"]):
+            raise ValueError(f"conv_channels has {len(conv_channels)} layers, the teacher's CNN "
+                             f"{len(conv['conv_kernel'])}")
+        if time_reduction:
+            conv = {key: value + ((conv_channels[-1],) if key == "conv_dim" else (2,)) for key, value in conv.items()}
         config = student_config(
             teacher.config, hidden_size=hidden_size, intermediate_size=ffn_dim, num_attention_heads=n_heads,
-            num_hidden_layers=n_layers, conv_dim=tuple(conv_channels),
+            num_hidden_layers=n_layers, num_feat_extract_layers=len(conv["conv_dim"]), **conv,
             num_conv_pos_embedding_groups=math.gcd(hidden_size, teacher.config.num_conv_pos_embedding_groups))
         targets = [round(i * teacher.num_layers / n_layers) for i in range(1, n_layers + 1)]
         super().__init__(config, teacher.normalize, teacher.use_mask, targets)
-        self.heads = nn.ModuleList(nn.Linear(hidden_size, teacher.hidden_size) for _ in targets)
+        self.time_reduction = time_reduction
+        self.heads = nn.ModuleList(
+            (UpsampledHint(hidden_size, teacher.hidden_size) if time_reduction
+             else nn.Linear(hidden_size, teacher.hidden_size)) for _ in targets)
+
+    def forward(self, wavs, wav_lens, cnn_features=None):
+        """As :meth:`SSLStudent.forward`; with time reduction, frame lengths at the teacher's rate."""
+        predictions, frame_lengths = super().forward(wavs, wav_lens, cnn_features)
+        return predictions, frame_lengths * 2 if self.time_reduction else frame_lengths
 
     def predict(self, hidden):
         return torch.stack([head(hidden[i + 1]) for i, head in enumerate(self.heads)])
+
+
+class UpsampledHint(nn.Module):
+    """A hint head for a time-reduced student: ``ConvTranspose1d(k=2, s=2)`` then ``Linear``.
+
+    ``[B, T, D_in] -> [B, 2T, D_out]``.
+
+    Example
+    -------
+    >>> UpsampledHint(8, 12)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 10, 12])
+    """
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.upsample = nn.ConvTranspose1d(dim_in, dim_in, kernel_size=2, stride=2)
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, hidden):
+        return self.linear(self.upsample(hidden.transpose(1, 2)).transpose(1, 2))
 
 
 def _check_layers(layers, n_teacher_layers):

@@ -100,3 +100,17 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
     with pytest.raises(ValueError, match="freeze_cnn"):
         recipe.main(base[:-2] + ["--number_of_epochs=1", f"--output_folder={tmp_path / 'trained_cnn'}",
                                  "--cache_cnn_features=True"])
+
+
+def test_fithubert_time_reduction_runs_and_exports_at_half_rate(tiny_corpus, tiny_hubert_dir, tmp_path):
+    from transformers import AutoConfig
+
+    hparams_file = RECIPE / "hparams" / "distill_random_fithubert.yaml"
+    output = tmp_path / "run"
+    load_recipe().main([str(hparams_file), *tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units", output,
+                                                           hparams_file),
+                        "--time_reduction=True", "--debug", "--debug_batches=2", "--debug_epochs=1"])
+    log = (output / "train_log.txt").read_text()
+    assert re.search(r"valid loss: [\d.e+-]+", log)  # finite losses at the teacher's frame rate
+    config = AutoConfig.from_pretrained(output / "save" / "student")
+    assert config.conv_stride[-1] == 2 and config.conv_kernel[-1] == 2 and len(config.conv_dim) == 8

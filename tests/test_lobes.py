@@ -156,3 +156,29 @@ def test_target_cache_round_trip(teacher, tmp_path):
     assert torch.allclose(got, expected, atol=2e-2 * expected.abs().max())  # fp16 storage
     again = build_target_cache(teacher, [], [0, 2], tmp_path / "cache")  # complete: reused, not rebuilt
     assert torch.equal(again.get("a"), cache.get("a"))
+
+
+def test_fithubert_time_reduction_halves_the_frames_and_hints_at_the_teacher_rate(teacher, tmp_path):
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    student = FitHuBERT(teacher, hidden_size=16, ffn_dim=16, n_heads=2, conv_channels=(16,) * 7,
+                        time_reduction=True)
+    wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.7])
+    hidden, frames = teacher(wavs, lens)
+    predictions, student_frames = student(wavs, lens)
+    assert predictions.shape == (2, 2, 24, teacher.hidden_size) and student_frames.tolist() == [24, 16]
+    optimizer = torch.optim.AdamW(student.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(6):
+        predictions, student_frames = student(wavs, lens)
+        loss, _ = hint_mse_loss(predictions, hidden[student.target_layers], frame_mask(student_frames, 24),
+                                weights=[0.1, 1.0])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    model = AutoModel.from_pretrained(student.export(tmp_path / "student"))
+    assert model.config.conv_stride[-1] == 2 and len(model.config.conv_dim) == 8
+    assert model(torch.randn(1, 8000)).last_hidden_state.shape[1] == 12  # 25 frames per second
