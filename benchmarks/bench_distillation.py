@@ -95,6 +95,11 @@ def base_teacher_config():
     return HubertConfig()
 
 
+def thirds(n_layers):
+    """DistilHuBERT's predicted layers: 4-8-12 of 12, 2-4-6 of 6."""
+    return [n_layers // 3, 2 * n_layers // 3, n_layers]
+
+
 def teacher_stub(config, normalize, use_mask):
     """What :class:`lobes.students.DistilHuBERT` reads from a teacher, without building its weights."""
     return types.SimpleNamespace(config=config, normalize=normalize, use_mask=use_mask,
@@ -230,8 +235,7 @@ def bench_throughput(args, workdir):
     else:
         teacher_config, normalize, use_mask = base_teacher_config(), False, False  # HuBERT Base's extractor
         shape = "DistilHuBERT-Base: CNN 512 ch, 768 wide"
-    n_teacher = teacher_config.num_hidden_layers
-    target_layers = [n_teacher // 3, 2 * n_teacher // 3, n_teacher]  # 4-8-12 of 12, 2-4-6 of 6
+    target_layers = thirds(teacher_config.num_hidden_layers)
     torch.manual_seed(0)
     ours = DistilHuBERT(teacher_stub(teacher_config, normalize, use_mask), n_layers=args.student_layers,
                         target_layers=target_layers, init_from_teacher=False).train()
@@ -506,12 +510,11 @@ def bench_cache(args, workdir):
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     recipe = load_recipe()
     if args.cache_teacher == "base":
-        config, normalize = base_teacher_config(), False  # HuBERT Base's extractor does not normalise
+        config, normalize = base_teacher_config(), False  # fairseq's HuBERT Base config: normalize false
     else:
         config, normalize = small_teacher_config(workdir), True
     if args.target_layers is None:
-        n_teacher = config.num_hidden_layers
-        args.target_layers = [n_teacher // 3, 2 * n_teacher // 3, n_teacher]  # 2-4-6 of 6, 4-8-12 of 12
+        args.target_layers = thirds(config.num_hidden_layers)
     teacher_dir = save_teacher(config, workdir / "teacher_hf", normalize)
     if args.manifest:
         data_root, subset_csv = Path(args.data_root), Path(args.manifest)

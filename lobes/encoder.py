@@ -42,7 +42,7 @@ def normalize_valid(wavs, mask):
 
 
 def model_input(wavs, wav_lens, normalize):
-    """The waveforms as the model takes them (normalised or zero-padded) and their ``[B, S]`` sample mask."""
+    """The waveforms as the model takes them (padding zeroed, normalised if asked) and their ``[B, S]`` mask."""
     mask = sample_mask(wavs, wav_lens)
     return (normalize_valid(wavs, mask) if normalize else wavs * mask), mask
 
@@ -130,6 +130,7 @@ class TeacherCNN(nn.Module):
     Parameters
     ----------
     teacher : FrozenTeacher
+        The teacher whose CNN runs (with its input policy: normalisation, padding).
     """
 
     def __init__(self, teacher):
@@ -142,4 +143,4 @@ class TeacherCNN(nn.Module):
         with torch.autocast(device_type=wavs.device.type, enabled=False):
             inputs, mask = model_input(wavs.float(), wav_lens, self.teacher.normalize)
             features = model.feature_extractor(inputs).transpose(1, 2)  # [B, T, C]
-        return features.float()[None], frame_lengths_of(model, mask)
+        return features[None], frame_lengths_of(model, mask)

@@ -71,21 +71,36 @@ class SSLStudent(nn.Module):
     def forward(self, wavs, wav_lens, cnn_features=None):
         """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``.
 
-        ``cnn_features`` (``[B, T, C]``, optional): the output the frozen CNN
-        would give for ``wavs`` (e.g. the teacher's, cached by
-        :class:`lobes.encoder.TeacherCNN`); the CNN is then not run.
+        Parameters
+        ----------
+        wavs : torch.Tensor
+            ``[B, S]`` waveforms, zero-padded.
+        wav_lens : torch.Tensor
+            ``[B]`` relative lengths (SpeechBrain convention).
+        cnn_features : torch.Tensor, optional
+            ``[B, T, C]``: the output the frozen CNN would give for ``wavs``
+            (the teacher's, cached by :class:`lobes.encoder.TeacherCNN`); the
+            CNN is then not run.
         """
         if cnn_features is None:
             hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
             return self.predict(hidden), frame_lengths
         if not self.cnn_frozen:
             raise ValueError("cnn_features replace the CNN's output: the student's CNN must be frozen (freeze_cnn)")
+        expected = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
+        if cnn_features.shape[1] != expected:
+            raise ValueError(f"cnn_features have {cnn_features.shape[1]} frames; the CNN makes {expected} of "
+                             f"{wavs.shape[1]} samples")
         cnn = self.encoder.feature_extractor
+        own_forward = cnn.__dict__.get("forward")  # an instance-level forward set by someone else, if any
         cnn.forward = lambda input_values: cnn_features.transpose(1, 2)  # HF reads [B, C, T]
         try:
             hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
         finally:
-            del cnn.forward  # the class's forward again
+            if own_forward is None:
+                del cnn.forward  # the class's forward again
+            else:
+                cnn.forward = own_forward
         return self.predict(hidden), frame_lengths
 
     def cnn_matches(self, teacher):
@@ -219,6 +234,13 @@ class UpsampledHint(nn.Module):
     """A hint head for a time-reduced student: ``ConvTranspose1d(k=2, s=2)`` then ``Linear``.
 
     ``[B, T, D_in] -> [B, 2T, D_out]``.
+
+    Parameters
+    ----------
+    dim_in : int
+        Width of the student layer.
+    dim_out : int
+        Width of the teacher layer it predicts.
 
     Example
     -------

@@ -122,6 +122,22 @@ def test_cached_teacher_cnn_features_replace_the_frozen_cnn(teacher):
         DistilHuBERT(teacher, n_layers=1, target_layers=[1])(wavs, lens, cnn_features=features[0])
 
 
+def test_cached_cnn_features_of_a_crop_are_the_cnn_on_the_crop(tiny_hubert_dir, tmp_path):
+    from lobes.crops import frame_count
+
+    teacher = FrozenTeacher(tiny_hubert_dir)  # layer-norm CNN, no input normalisation: crops are exact
+    config = teacher.config
+    hop = 320
+    wav = torch.randn(1, 16000)
+    cache = build_target_cache(TeacherCNN(teacher), [(["utt"], wav, torch.ones(1))], [0], tmp_path / "cnn")
+    start, n_samples = 7 * hop, 6400
+    n_frames = frame_count(n_samples, config.conv_kernel, config.conv_stride)
+    live = TeacherCNN(teacher)(wav[:, start:start + n_samples], torch.ones(1))[0][0, 0]
+    assert live.shape[0] == n_frames
+    assert torch.allclose(cache.get("utt", start // hop, n_frames)[:, 0], live, atol=2e-2, rtol=1e-2)
+    assert not torch.allclose(cache.get("utt", start // hop + 1, n_frames)[:, 0], live, atol=2e-2, rtol=1e-2)
+
+
 def test_hint_loss_weights_layers():
     predictions, targets = torch.zeros(2, 1, 3, 4), torch.ones(2, 1, 3, 4)
     targets[1] *= 2

@@ -56,6 +56,16 @@ class DistillBrain(sb.Brain):
     CNN's output (``cnn_features``).
     """
 
+    cnn_cached = False  # True: batches carry the teacher's CNN output (``cnn_features``)
+
+    def on_fit_start(self):
+        super().on_fit_start()  # restores the last checkpoint, if any
+        student = getattr(self.modules.student, "module", self.modules.student)  # unwrap DDP
+        if self.cnn_cached and not student.cnn_matches(self.teacher):
+            raise ValueError(f"cache_cnn_features: the student restored from {self.checkpointer.checkpoints_dir} "
+                             "has a CNN that is not the teacher's (a run that trained its CNN?): use another "
+                             "output_folder, or cache_cnn_features: False")
+
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
@@ -233,6 +243,7 @@ def main(argv):
     brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.teacher = teacher.to(brain.device)
+    brain.cnn_cached = "train_cnn_cache" in caches
     brain.target_layers = student.target_layers
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
