@@ -97,11 +97,11 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
     for key in live:
         assert cached[key] == pytest.approx(live[key], rel=0.05), key
 
-    trained_cnn = [*base[:-2], "--number_of_epochs=1", f"--output_folder={tmp_path / 'trained_cnn'}"]
+    trained_cnn = [*base[:-2], f"--output_folder={tmp_path / 'trained_cnn'}"]  # freeze_cnn: False
     with pytest.raises(ValueError, match="freeze_cnn"):
-        recipe.main(trained_cnn + ["--cache_cnn_features=True"])
-    recipe.main(trained_cnn)  # trains its CNN: a resumed run must not swap it for the teacher's features
-    with pytest.raises(ValueError, match="not the teacher's"):
+        recipe.main(trained_cnn + ["--number_of_epochs=1", "--cache_cnn_features=True"])
+    recipe.main(trained_cnn + ["--number_of_epochs=1"])  # trains its CNN
+    with pytest.raises(ValueError, match="not the teacher's"):  # a resumed run must not use the teacher's
         recipe.main(trained_cnn + ["--freeze_cnn=True", "--cache_cnn_features=True", "--number_of_epochs=2"])
 
 
