@@ -116,6 +116,23 @@ class FrozenTeacher(nn.Module):
             hidden, frame_lengths = run_encoder(self.model, wavs.float(), wav_lens, self.normalize, self.use_mask)
         return hidden.float(), frame_lengths
 
+    @torch.no_grad()
+    def forward_with_cnn(self, wavs, wav_lens):
+        """As :meth:`forward`, plus the CNN's output ``[B, T, C]`` of the same pass (what :class:`TeacherCNN` gives).
+
+        Returns
+        -------
+        tuple of (torch.Tensor, torch.Tensor, torch.Tensor)
+            Hidden states ``[L+1, B, T, D]``, CNN features ``[B, T, C]``, frame lengths ``[B]``.
+        """
+        captured = []
+        hook = self.model.feature_extractor.register_forward_hook(lambda module, args, out: captured.append(out))
+        try:
+            hidden, frame_lengths = self(wavs, wav_lens)
+        finally:
+            hook.remove()
+        return hidden, captured[0].transpose(1, 2).float(), frame_lengths
+
 
 class TeacherCNN(nn.Module):
     """The CNN front-end output of a :class:`FrozenTeacher`, as a one-layer encoder.
@@ -123,8 +140,9 @@ class TeacherCNN(nn.Module):
     ``forward`` returns ``([1, B, T, C], frame_lengths)``: the convolution
     stack's features (``extract_features`` in HF, before the feature
     projection), in the encoder contract, so that
-    :func:`lobes.target_cache.build_target_cache` stores them like hidden states.
-    A student whose frozen CNN is the teacher's then trains on them instead of
+    :func:`lobes.target_cache.build_target_cache` stores them like hidden states
+    (:meth:`FrozenTeacher.forward_with_cnn` gives them with the hidden states,
+    from one pass). A student whose frozen CNN is the teacher's then trains on them instead of
     running its CNN (``SSLStudent.forward(..., cnn_features=...)``).
 
     Parameters

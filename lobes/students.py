@@ -64,6 +64,9 @@ class SSLStudent(nn.Module):
 
         super().__init__()
         self.encoder = AutoModel.from_config(config)
+        # HF's CNN marks the waveform as requiring grad in training (for gradient checkpointing), so each step
+        # would also back-propagate to the waveform through the first convolution: 5-8 % of a DistilHuBERT step.
+        self.encoder.feature_extractor._requires_grad = False  # its weights still train unless frozen
         self.normalize = normalize
         self.use_mask = use_mask
         self.target_layers = [int(layer) for layer in target_layers]

@@ -47,35 +47,92 @@ def build_target_cache(teacher, batches, layers, folder, total=None, desc="teach
     -------
     TargetCache
     """
-    folder = Path(folder)
-    if (folder / INDEX_FILE).exists():
-        logger.info("%s cache found in %s", desc, folder)
-        return TargetCache(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    layers = None if layers is None else [int(layer) for layer in layers]
-    tmp = folder / f".{DATA_FILE}.partial"
-    ids, offsets, lengths, dim, stored = [], [], [], None, 0
-    with open(tmp, "wb") as handle:
-        for batch_ids, wavs, wav_lens in tqdm(batches, total=total, desc=desc, unit="batch"):
-            hidden, frame_lengths = teacher(wavs, wav_lens)
-            if layers is None:
-                layers = list(range(hidden.shape[0]))
-            chosen = hidden[layers].permute(1, 2, 0, 3).to(torch.float16).cpu().numpy()  # [B, T, N, D]
-            dim = chosen.shape[-1]
-            for i, utt_id in enumerate(batch_ids):
-                n = int(frame_lengths[i])
-                offsets.append(stored)
-                lengths.append(n)
-                ids.append(utt_id)
-                stored += n
-                handle.write(np.ascontiguousarray(chosen[i, :n]).tobytes())
-    os.replace(tmp, folder / DATA_FILE)
-    index = {"ids": ids, "offsets": offsets, "lengths": lengths, "layers": layers, "dim": dim}
-    index_tmp = folder / f".{INDEX_FILE}.partial"
-    index_tmp.write_text(json.dumps(index))
-    os.replace(index_tmp, folder / INDEX_FILE)
-    logger.info("%s cache: %d items, %d frames in %s", desc, len(ids), stored, folder)
-    return TargetCache(folder)
+
+    def named(wavs, wav_lens):
+        hidden, frame_lengths = teacher(wavs, wav_lens)
+        return {"hidden": hidden}, frame_lengths
+
+    return build_target_caches(named, batches, {"hidden": (layers, folder)}, total, desc)["hidden"]
+
+
+def build_target_caches(encoder, batches, outputs, total=None, desc="teacher targets"):
+    """Run ``encoder`` once per batch and store several of its outputs, each in a cache of its own.
+
+    Parameters
+    ----------
+    encoder : callable
+        ``encoder(wavs, wav_lens) -> ({name: hidden [L, B, T, D]}, frame_lengths)``;
+        every output has the same frames (e.g. a teacher's hidden states and
+        its CNN's output, :meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`).
+    batches : iterable of (list of str, torch.Tensor, torch.Tensor)
+        As in :func:`build_target_cache`.
+    outputs : dict
+        ``{name: (layers, folder)}``: which layers of which output go to which
+        cache folder (``layers`` ``None``: all). Complete caches are kept; the
+        encoder runs only when one is missing.
+    total : int, optional
+        Number of batches, for the progress bar.
+    desc : str
+        Progress-bar label.
+
+    Returns
+    -------
+    dict
+        ``{name: TargetCache}``.
+    """
+    folders = {name: Path(folder) for name, (_, folder) in outputs.items()}
+    missing = [name for name, folder in folders.items() if not (folder / INDEX_FILE).exists()]
+    if missing:
+        writers = {name: _CacheWriter(folders[name], outputs[name][0]) for name in missing}
+        try:
+            for batch_ids, wavs, wav_lens in tqdm(batches, total=total, desc=desc, unit="batch"):
+                hidden, frame_lengths = encoder(wavs, wav_lens)
+                for name, writer in writers.items():
+                    writer.add(batch_ids, hidden[name], frame_lengths)
+        finally:
+            for writer in writers.values():
+                writer.handle.close()
+        for name, writer in writers.items():
+            writer.finish()
+            logger.info("%s cache (%s): %d items, %d frames in %s", desc, name, len(writer.ids), writer.stored,
+                        folders[name])
+    for name in set(folders) - set(missing):
+        logger.info("%s cache (%s) found in %s", desc, name, folders[name])
+    return {name: TargetCache(folder) for name, folder in folders.items()}
+
+
+class _CacheWriter:
+    """Appends chosen layers of hidden states to ``<folder>/.targets.f16.partial``; ``finish`` publishes them."""
+
+    def __init__(self, folder, layers):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.layers = None if layers is None else [int(layer) for layer in layers]
+        self.tmp = folder / f".{DATA_FILE}.partial"
+        self.handle = open(self.tmp, "wb")
+        self.ids, self.offsets, self.lengths, self.dim, self.stored = [], [], [], None, 0
+
+    def add(self, batch_ids, hidden, frame_lengths):
+        if self.layers is None:
+            self.layers = list(range(hidden.shape[0]))
+        chosen = hidden[self.layers].permute(1, 2, 0, 3).to(torch.float16).cpu().numpy()  # [B, T, N, D]
+        self.dim = chosen.shape[-1]
+        for i, utt_id in enumerate(batch_ids):
+            n = int(frame_lengths[i])
+            self.offsets.append(self.stored)
+            self.lengths.append(n)
+            self.ids.append(utt_id)
+            self.stored += n
+            self.handle.write(np.ascontiguousarray(chosen[i, :n]).tobytes())
+
+    def finish(self):
+        """Data file first, index last: a folder without an index is incomplete and rebuilt."""
+        os.replace(self.tmp, self.folder / DATA_FILE)
+        index = {"ids": self.ids, "offsets": self.offsets, "lengths": self.lengths, "layers": self.layers,
+                 "dim": self.dim}
+        index_tmp = self.folder / f".{INDEX_FILE}.partial"
+        index_tmp.write_text(json.dumps(index))
+        os.replace(index_tmp, self.folder / INDEX_FILE)
 
 
 class TargetCache:

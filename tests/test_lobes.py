@@ -6,7 +6,7 @@ import torch
 from lobes.encoder import FrozenTeacher, TeacherCNN, frame_mask
 from lobes.losses import hint_mse_loss, l1_cosine_loss
 from lobes.students import DistilHuBERT, FitHuBERT
-from lobes.target_cache import build_target_cache
+from lobes.target_cache import build_target_cache, build_target_caches
 
 
 @pytest.fixture(params=["tiny_hubert_dir", "tiny_wavlm_dir"])
@@ -100,6 +100,20 @@ def test_frozen_cnn_stays_as_the_teacher_while_the_rest_learns(teacher):
         DistilHuBERT(teacher, n_layers=1, target_layers=[1], init_from_teacher=False, freeze_cnn=True)
 
 
+@pytest.mark.parametrize("student_class", [DistilHuBERT, FitHuBERT])
+def test_a_trained_cnn_learns_without_a_gradient_for_the_waveform(teacher, student_class):
+    kwargs = {"n_layers": 1, "target_layers": [1, 2]} if student_class is DistilHuBERT else {
+        "hidden_size": 16, "ffn_dim": 16, "n_heads": 2, "conv_channels": teacher.config.conv_dim}
+    student = student_class(teacher, **kwargs).train()
+    first_conv = student.encoder.feature_extractor.conv_layers[0]
+    inputs = []
+    first_conv.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    predictions, _ = student(torch.randn(2, 8000), torch.ones(2))
+    predictions.square().mean().backward()
+    assert len(inputs) == 1 and not inputs[0].requires_grad  # HF would mark it (gradient checkpointing)
+    assert first_conv.conv.weight.grad is not None and first_conv.conv.weight.grad.abs().sum() > 0
+
+
 def test_cached_teacher_cnn_features_replace_the_frozen_cnn(teacher):
     torch.manual_seed(0)
     student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True).eval()
@@ -172,6 +186,37 @@ def test_target_cache_round_trip(teacher, tmp_path):
     assert torch.allclose(got, expected, atol=2e-2 * expected.abs().max())  # fp16 storage
     again = build_target_cache(teacher, [], [0, 2], tmp_path / "cache")  # complete: reused, not rebuilt
     assert torch.equal(again.get("a"), cache.get("a"))
+
+
+def test_teacher_targets_and_cnn_features_are_cached_from_one_pass(teacher, tmp_path):
+    wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.6])
+    hidden, cnn, frames = teacher.forward_with_cnn(wavs, lens)
+    alone_hidden, alone_frames = teacher(wavs, lens)
+    alone_cnn, _ = TeacherCNN(teacher)(wavs, lens)
+    assert torch.equal(hidden, alone_hidden) and torch.equal(frames, alone_frames)
+    assert torch.allclose(cnn, alone_cnn[0], atol=1e-6)
+    calls = []
+
+    def outputs(wavs, wav_lens):
+        calls.append(len(wavs))
+        hidden, cnn, frames = teacher.forward_with_cnn(wavs, wav_lens)
+        return {"targets": hidden, "cnn": cnn[None]}, frames
+
+    folders = {"targets": ([1, 2], tmp_path / "targets"), "cnn": ([0], tmp_path / "cnn")}
+    caches = build_target_caches(outputs, [(["a", "b"], wavs, lens)], folders)
+    assert calls == [2]  # one pass for both caches
+    assert caches["targets"].layers == [1, 2] and caches["cnn"].dim == teacher.config.conv_dim[-1]
+    n = int(frames[1])
+    assert caches["cnn"].frames("b") == caches["targets"].frames("b") == n
+    assert torch.allclose(caches["cnn"].get("b")[:, 0], cnn[1, :n], atol=2e-2 * cnn.abs().max())
+    assert torch.allclose(caches["targets"].get("b"), hidden[[1, 2], 1, :n].permute(1, 0, 2),
+                          atol=2e-2 * hidden.abs().max())
+    # a missing cache is rebuilt alone (the encoder runs again); complete ones are only opened
+    (tmp_path / "cnn" / "index.json").unlink()
+    again = build_target_caches(outputs, [(["a", "b"], wavs, lens)], folders)
+    assert calls == [2, 2] and torch.equal(again["targets"].get("a"), caches["targets"].get("a"))
+    build_target_caches(outputs, [(["a", "b"], wavs, lens)], folders)
+    assert calls == [2, 2]
 
 
 def test_fithubert_time_reduction_halves_the_frames_and_hints_at_the_teacher_rate(teacher, tmp_path):

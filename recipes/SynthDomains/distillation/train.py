@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the da
 from SynthDomains.offline_teacher import ensure_teacher  # noqa: E402
 
 from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
-from lobes.encoder import TeacherCNN, frame_mask  # noqa: E402
-from lobes.target_cache import build_target_cache  # noqa: E402
+from lobes.encoder import frame_mask  # noqa: E402
+from lobes.target_cache import build_target_caches  # noqa: E402
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -180,19 +180,35 @@ def whole_utterance_batches(dataset, batch_size):
     return ((batch.id, *batch.sig) for batch in loader), len(loader)
 
 
-def build_cache(hparams, name, dataset, teacher, layers):
+def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
     """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list.
 
-    ``layers="cnn"``: the output of the teacher's CNN instead (:class:`lobes.encoder.TeacherCNN`).
+    With ``with_cnn`` the same teacher pass also stores its CNN's output
+    (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`), in a cache of its own.
+
+    Returns
+    -------
+    dict
+        ``{"targets": TargetCache}``, plus ``"cnn"`` with ``with_cnn``.
     """
     content = json.dumps([(i, dataset.data[i]["wav"]) for i in sorted(dataset.data_ids)]).encode()
-    layer_key = layers if layers == "cnn" else "-".join(map(str, layers))
-    key = f"{name}-{Path(hparams['teacher_source']).name}-{layer_key}-{hashlib.sha256(content).hexdigest()[:12]}"
+    prefix = f"{name}-{Path(hparams['teacher_source']).name}"
+    suffix = hashlib.sha256(content).hexdigest()[:12]
+    folder = Path(hparams["cache_folder"])
+    outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
+    if with_cnn:
+        outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
+
+    def teacher_outputs(wavs, wav_lens):
+        if not with_cnn:
+            hidden, frame_lengths = teacher(wavs, wav_lens)
+            return {"targets": hidden}, frame_lengths
+        hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
+        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths
+
     batches, total = whole_utterance_batches(dataset, hparams["cache_batch_size"])
-    if layers == "cnn":
-        return build_target_cache(TeacherCNN(teacher), batches, [0], Path(hparams["cache_folder"]) / key, total,
-                                  desc="teacher CNN features")
-    return build_target_cache(teacher, batches, layers, Path(hparams["cache_folder"]) / key, total)
+    desc = "teacher targets" + (" and CNN features" if with_cnn else "")
+    return build_target_caches(teacher_outputs, batches, outputs, total, desc=f"{name}: {desc}")
 
 
 def check_cnn_cache(hparams, student, teacher):
@@ -227,13 +243,15 @@ def main(argv):
     student = hparams["student_class"](teacher)
     train, valid = load_datasets(hparams, subset_csv)
     caches = {}
-    cached = {"cache": student.target_layers} if hparams["cache_teacher_targets"] else {}
-    if check_cnn_cache(hparams, student, teacher):
-        cached["cnn_cache"] = "cnn"
-    for suffix, layers in cached.items():
+    with_cnn = check_cnn_cache(hparams, student, teacher)
+    if hparams["cache_teacher_targets"]:
         for name, dataset in (("train", train), ("valid", valid)):
-            run_on_main(build_cache, args=[hparams, name, dataset, teacher, layers])
-            caches[f"{name}_{suffix}"] = build_cache(hparams, name, dataset, teacher, layers)
+            arguments = [hparams, name, dataset, teacher, student.target_layers, with_cnn]
+            run_on_main(build_caches, args=arguments)
+            built = build_caches(*arguments)  # complete now: only opened
+            caches[f"{name}_cache"] = built["targets"]
+            if with_cnn:
+                caches[f"{name}_cnn_cache"] = built["cnn"]
     add_pipelines(hparams, train, valid, teacher.config, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
