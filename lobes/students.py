@@ -173,8 +173,11 @@ class DistilHuBERT(SSLStudent):
 
     def predict(self, hidden):
         last = hidden[-1]
-        expanded = self.expand(last).unflatten(-1, (len(self.heads), last.shape[-1]))
-        return torch.stack([head(expanded[..., i, :]) for i, head in enumerate(self.heads)])
+        expanded = self.expand(last).unflatten(-1, (len(self.heads), last.shape[-1]))  # [B, T, N, D]
+        # head i on slice i, all heads in one batched product (one matmul instead of N on strided slices)
+        weight = torch.stack([head.weight for head in self.heads])  # [N, D_teacher, D]
+        bias = torch.stack([head.bias for head in self.heads])
+        return torch.einsum("btnd,nod->nbto", expanded, weight) + bias[:, None, None]
 
 
 class FitHuBERT(SSLStudent):

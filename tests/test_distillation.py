@@ -85,8 +85,8 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
                                                            tmp_path / "unused", hparams_file)
                                  if not a.startswith("--output_folder")],
             "--freeze_cnn=True", "--number_of_epochs=1"]
-    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_live'}"])
-    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_cached'}", "--cache_cnn_features=True"])
+    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_live'}", "--cache_cnn_features=False"])
+    recipe.main(base + [f"--output_folder={tmp_path / 'cnn_cached'}"])  # the default with freeze_cnn
     caches = sorted(p.name for p in (tmp_path / "cnn_cached" / "save" / "teacher_targets").iterdir())
     assert [name.split("-")[0] for name in caches if "-cnn-" in name] == ["train", "valid"]
     live, cached = ({key: value for key, value in json.loads(
@@ -97,12 +97,13 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
     for key in live:
         assert cached[key] == pytest.approx(live[key], rel=0.05), key
 
-    trained_cnn = [*base[:-2], f"--output_folder={tmp_path / 'trained_cnn'}"]  # freeze_cnn: False
+    trained_cnn = [*base[:-2], f"--output_folder={tmp_path / 'trained_cnn'}"]
     with pytest.raises(ValueError, match="freeze_cnn"):
-        recipe.main(trained_cnn + ["--number_of_epochs=1", "--cache_cnn_features=True"])
-    recipe.main(trained_cnn + ["--number_of_epochs=1"])  # trains its CNN
+        recipe.main(trained_cnn + ["--freeze_cnn=False", "--number_of_epochs=1", "--cache_cnn_features=True"])
+    recipe.main(trained_cnn + ["--freeze_cnn=False", "--number_of_epochs=1"])  # the CNN cache follows: off
+    assert not [p for p in (tmp_path / "trained_cnn" / "save" / "teacher_targets").iterdir() if "-cnn-" in p.name]
     with pytest.raises(ValueError, match="not the teacher's"):  # a resumed run must not use the teacher's
-        recipe.main(trained_cnn + ["--freeze_cnn=True", "--cache_cnn_features=True", "--number_of_epochs=2"])
+        recipe.main(trained_cnn + ["--freeze_cnn=True", "--number_of_epochs=2"])
 
 
 def test_fithubert_time_reduction_runs_and_exports_at_half_rate(tiny_corpus, tiny_hubert_dir, tmp_path):

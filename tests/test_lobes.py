@@ -53,6 +53,16 @@ def test_distilhubert_starts_from_the_teacher(teacher):
     assert predictions.shape == (2, 2, 24, teacher.hidden_size)
 
 
+def test_distilhubert_head_i_reads_slice_i_of_the_expanded_last_layer(teacher):
+    torch.manual_seed(0)
+    student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2])
+    hidden = torch.randn(2, 3, 5, student.encoder.config.hidden_size)
+    expanded = student.expand(hidden[-1]).unflatten(-1, (2, hidden.shape[-1]))
+    expected = torch.stack([student.heads[i](expanded[..., i, :]) for i in range(2)])
+    assert torch.allclose(student.predict(hidden), expected, atol=1e-5)
+    assert not torch.allclose(expected[0], expected[1], atol=1e-3)
+
+
 def test_fithubert_is_thin_with_a_hint_per_layer(teacher):
     student = FitHuBERT(teacher, hidden_size=16, ffn_dim=16, n_heads=2, conv_channels=(16,) * 7)
     assert student.target_layers == [1, 2]

@@ -216,7 +216,9 @@ def check_cnn_cache(hparams, student, teacher):
     if not hparams.get("cache_cnn_features", False):
         return False
     if not hparams["cache_teacher_targets"]:
-        raise ValueError("cache_cnn_features: True needs cache_teacher_targets: True")
+        logger.warning("cache_cnn_features ignored: the CNN's output is stored with the teacher targets, and "
+                       "cache_teacher_targets is False (the teacher runs live, the student runs its CNN)")
+        return False
     if not student.cnn_frozen or not student.cnn_matches(teacher):
         raise ValueError(f"cache_cnn_features: True needs a student whose CNN is the teacher's, frozen "
                          f"(DistilHuBERT with init_from_teacher and freeze_cnn: True); {type(student).__name__} "
