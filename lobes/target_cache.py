@@ -70,10 +70,8 @@ def build_target_caches(encoder, batches, outputs, total=None, desc="teacher tar
         ``{name: (layers, folder)}``: which layers of which output go to which
         cache folder (``layers`` ``None``: all). Complete caches are kept; the
         encoder runs only when one is missing.
-    total : int, optional
-        Number of batches, for the progress bar.
-    desc : str
-        Progress-bar label.
+    total, desc
+        As in :func:`build_target_cache`.
 
     Returns
     -------
