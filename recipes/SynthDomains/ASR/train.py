@@ -39,8 +39,9 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
 from SynthDomains.offline_teacher import require_encoder  # noqa: E402
 
-from lobes.feature_cache import cache_features, encoder_fingerprint, probe_inputs  # noqa: E402
+from lobes.feature_cache import cache_features, encoder_fingerprint  # noqa: E402
 from lobes.mfcc_encoder import load_encoder  # noqa: E402
+from lobes.probe_brain import LayerMixProbeBrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
 BLANK = "<blank>"
@@ -103,15 +104,11 @@ def error_rate_stats():
             "CER": sb.utils.metric_stats.ErrorRateStats(split_tokens=True)}
 
 
-class CTCProbeBrain(sb.Brain):
+class CTCProbeBrain(LayerMixProbeBrain):
     """Weighted layer sum + BiLSTM + CTC on cached features, or on a live frozen ``encoder`` when set."""
 
-    encoder = None
-
     def compute_forward(self, batch, stage):
-        batch = batch.to(self.device)
-        hidden, frame_lengths = probe_inputs(batch, self.encoder)
-        mixed, _ = self.modules.weighted_sum(hidden, frame_lengths)
+        mixed, frame_lengths = self.mixed_features(batch)
         logits = self.modules.head(mixed, frame_lengths)
         return logits.log_softmax(-1), frame_lengths
 
@@ -128,20 +125,6 @@ class CTCProbeBrain(sb.Brain):
                 stats.append(batch.id, hyps, refs)
         return loss
 
-    def layer_weights(self):
-        """The learnt layer weights (a list), also when the mix is wrapped for DDP."""
-        mix = self.modules.weighted_sum
-        return getattr(mix, "module", mix).layer_weights().tolist()
-
-    def init_optimizers(self):
-        """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
-        self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
-        self.head_optimizer = self.hparams.head_opt_class(self.modules.head.parameters())
-        self.optimizers_dict = {"weights": self.weights_optimizer, "head": self.head_optimizer}
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("weights_optimizer", self.weights_optimizer)
-            self.checkpointer.add_recoverable("head_optimizer", self.head_optimizer)
-
     def on_stage_start(self, stage, epoch=None):
         self.error_stats = error_rate_stats()
         self.stage_started = time.time()
@@ -153,11 +136,7 @@ class CTCProbeBrain(sb.Brain):
             return
         stats.update({name: s.summarize("error_rate") for name, s in self.error_stats.items()})
         if stage == sb.Stage.VALID:
-            weights = self.layer_weights()
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
-                            "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
-                train_stats=self.train_stats, valid_stats=stats)
+            self.log_epoch(epoch, stats)
             best_key = self.hparams.best_key
             self.checkpointer.save_and_keep_only(meta={best_key: stats[best_key]}, min_keys=[best_key])
         else:
@@ -250,11 +229,7 @@ def main(argv):
         train = datasets[hparams["train_split"]]
         results = {
             "task": "asr_ctc_probe", "encoder_name": hparams["encoder_name"],
-            "encoder_source": hparams["encoder_source"], "encoder_fingerprint": fingerprint[:16],
-            "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
-            "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
-            "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
-            "layer_weights": [round(w, 4) for w in brain.layer_weights()],
+            "encoder_source": hparams["encoder_source"], **brain.describe(encoder, fingerprint),
             "metrics": metrics, "vocabulary": len(vocab),
             "train_hours": round(sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600, 4),
             "epochs": epochs, "best_epoch": hparams["epoch_counter"].current,

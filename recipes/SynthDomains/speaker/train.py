@@ -46,8 +46,9 @@ from speechbrain.utils.metric_stats import EER
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
 from SynthDomains.offline_teacher import require_encoder  # noqa: E402
 
-from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint, probe_inputs  # noqa: E402
+from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint  # noqa: E402
 from lobes.mfcc_encoder import load_encoder  # noqa: E402
+from lobes.probe_brain import LayerMixProbeBrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +88,13 @@ def trial_eer(trials, embeddings):
     return 100 * EER(scores[same], scores[~same])[0]
 
 
-class SpeakerProbeBrain(sb.Brain):
+class SpeakerProbeBrain(LayerMixProbeBrain):
     """Weighted layer sum + statistics pooling + classifier on cached crop features (or a live ``encoder``)."""
 
-    encoder = None
     verification_set = None  # a dataset of its own when verification is not on the test split
 
     def compute_forward(self, batch, stage):
-        batch = batch.to(self.device)
-        hidden, frame_lengths = probe_inputs(batch, self.encoder)
-        mixed, _ = self.modules.weighted_sum(hidden, frame_lengths)
-        return self.modules.head(mixed, frame_lengths)
+        return self.modules.head(*self.mixed_features(batch))
 
     def verification_embeddings(self):
         """Embeddings of the verification crops: those of the test pass, or a pass over their own set."""
@@ -121,20 +118,6 @@ class SpeakerProbeBrain(sb.Brain):
             self.embeddings.update(zip(batch.id, embeddings.detach().cpu()))
         return loss
 
-    def layer_weights(self):
-        """The learnt layer weights (a list), also when the mix is wrapped for DDP."""
-        mix = self.modules.weighted_sum
-        return getattr(mix, "module", mix).layer_weights().tolist()
-
-    def init_optimizers(self):
-        """Two optimisers, as in SpeechBrain's SSL benchmarks: the layer weights and the head."""
-        self.weights_optimizer = self.hparams.weights_opt_class(self.modules.weighted_sum.parameters())
-        self.head_optimizer = self.hparams.head_opt_class(self.modules.head.parameters())
-        self.optimizers_dict = {"weights": self.weights_optimizer, "head": self.head_optimizer}
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("weights_optimizer", self.weights_optimizer)
-            self.checkpointer.add_recoverable("head_optimizer", self.head_optimizer)
-
     def on_stage_start(self, stage, epoch=None):
         self.correct, self.counted, self.embeddings = 0, 0, {}
         self.stage_started = time.time()
@@ -146,11 +129,7 @@ class SpeakerProbeBrain(sb.Brain):
             return
         stats["accuracy"] = 100 * self.correct / max(self.counted, 1)
         if stage == sb.Stage.VALID:
-            weights = self.layer_weights()
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr_head": self.head_optimizer.param_groups[0]["lr"],
-                            "layer_weights": " ".join(f"{w:.3f}" for w in weights)},
-                train_stats=self.train_stats, valid_stats=stats)
+            self.log_epoch(epoch, stats)
             self.checkpointer.save_and_keep_only(meta={"accuracy": stats["accuracy"]}, max_keys=["accuracy"])
         else:
             self.log_test_stats({**stats, **self.verification_stats()})
@@ -316,11 +295,7 @@ def main(argv):
             handle.writelines(f"{int(same)} {a} {b}\n" for a, b, same in trials)
         results = {
             "task": "speaker_probe", "encoder_name": hparams["encoder_name"],
-            "encoder_source": hparams["encoder_source"], "encoder_fingerprint": fingerprint[:16],
-            "encoder_layers": encoder.num_layers + 1, "encoder_width": encoder.hidden_size,
-            "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
-            "probe_parameters": sum(p.numel() for p in brain.modules.parameters()),
-            "layer_weights": [round(w, 4) for w in brain.layer_weights()],
+            "encoder_source": hparams["encoder_source"], **brain.describe(encoder, fingerprint),
             "metrics": {hparams["test_split"] or hparams["verification_split"]: brain.test_stats},
             "speakers": len(speakers),
             "crops": {**{name: len(data) for name, data in datasets.items()}, "seconds": hparams["crop_seconds"],
