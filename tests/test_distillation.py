@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +120,23 @@ def test_fithubert_time_reduction_runs_and_exports_at_half_rate(tiny_corpus, tin
     assert re.search(r"valid loss: [\d.e+-]+", log)  # finite losses at the teacher's frame rate
     config = AutoConfig.from_pretrained(output / "save" / "student")
     assert config.conv_stride[-1] == 2 and config.conv_kernel[-1] == 2 and len(config.conv_dim) == 8
+
+
+def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
+    """torchrun with 2 CPU processes (gloo): one subset and one cache, DDP training, one log and one export."""
+    from transformers import AutoModel
+
+    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(RECIPE / "train.py"), str(hparams_file),
+               *tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units", output, hparams_file),
+               "--number_of_epochs=2"]
+    done = subprocess.run(command, cwd=RECIPE.parents[2], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (output / "train_log.txt").read_text()
+    assert re.findall(r"^epoch: (\d+)", log, flags=re.M) == ["1", "2"]  # written by the main process only
+    caches = sorted(p.name.split("-")[0] for p in (output / "save" / "teacher_targets").iterdir())
+    assert caches == ["train", "train", "valid", "valid"]  # targets and CNN output, built once
+    assert AutoModel.from_pretrained(output / "save" / "student").config.num_hidden_layers == 1
+    assert json.loads((output / "distillation.json").read_text())["epochs"] == 2

@@ -16,7 +16,7 @@ Stages, each skipped when done (re-running the same command resumes):
 Usage
 -----
 python train.py hparams/distill_kmeans.yaml [--budget_hours=0.5 --number_of_epochs=4 ...]
-torchrun --nproc_per_node=2 train.py hparams/distill_kmeans.yaml   # several processes
+torchrun --nproc_per_node=2 train.py hparams/distill_kmeans.yaml   # several processes (gloo without a GPU)
 
 This script is shared by every dataset (``recipes/<Dataset>/distillation/train.py``
 links to it); a dataset brings its preparation function and hparams.
@@ -36,6 +36,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the datasets' preparation modules
 from SynthDomains.offline_teacher import ensure_teacher  # noqa: E402
+from SynthDomains.process_group import init_process_group  # noqa: E402
 
 from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
 from lobes.encoder import frame_mask  # noqa: E402
@@ -230,6 +231,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, overrides)
+    run_opts = init_process_group(run_opts)
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
 

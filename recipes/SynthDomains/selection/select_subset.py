@@ -18,7 +18,6 @@ the process group uses the gloo backend (set here unless
 ``--distributed_backend`` is given), so sharding works on CPU-only machines.
 """
 
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -26,9 +25,10 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import ddp_barrier, ddp_init_group, if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from process_group import init_process_group  # noqa: E402
 from synthdomains_prepare import prepare_from_hparams  # noqa: E402
 
 from selection.stages import run_selection  # noqa: E402
@@ -40,9 +40,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, overrides)
-    if "distributed_backend" not in run_opts.overridden_args and not torch.cuda.is_available():
-        run_opts = dataclasses.replace(run_opts, distributed_backend="gloo")
-    ddp_init_group(run_opts)
+    run_opts = init_process_group(run_opts)
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
 
     prepare_from_hparams(hparams)
