@@ -464,7 +464,7 @@ def ceiling_probe(args, data_root, subset_csv, teacher_dir, reps=3):
     with ``--cache_cnn`` it is ``(teacher forward + student step) / student step
     on cached CNN features``.
     """
-    from lobes.encoder import FrozenTeacher, TeacherCNN
+    from lobes.encoder import FrozenTeacher
 
     rows = subset_csv.read_text().splitlines()[1:args.train_batch_size + 1]
     crop = int(args.crop_seconds * SAMPLE_RATE)
@@ -484,7 +484,7 @@ def ceiling_probe(args, data_root, subset_csv, teacher_dir, reps=3):
         return time.perf_counter() - start, hidden[args.target_layers]
 
     _, targets = teacher_forward()
-    cnn_features = TeacherCNN(teacher)(wavs, wav_lens)[0][0] if args.cache_cnn else None
+    cnn_features = teacher.forward_with_cnn(wavs, wav_lens)[1] if args.cache_cnn else None
 
     def loss_fn(features=None):
         predictions, frame_lengths = student(wavs, wav_lens, cnn_features=features)

@@ -118,7 +118,10 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def forward_with_cnn(self, wavs, wav_lens):
-        """As :meth:`forward`, plus the CNN's output ``[B, T, C]`` of the same pass (what :class:`TeacherCNN` gives).
+        """As :meth:`forward`, plus the CNN's output ``[B, T, C]`` of the same pass (before the feature projection).
+
+        A frozen student CNN copied from the teacher computes exactly these, so they can be cached and fed
+        to it instead (``SSLStudent.forward(..., cnn_features=...)``).
 
         Returns
         -------
@@ -133,32 +136,3 @@ class FrozenTeacher(nn.Module):
             hook.remove()
         return hidden, captured[0].transpose(1, 2).float(), frame_lengths
 
-
-class TeacherCNN(nn.Module):
-    """The CNN front-end output of a :class:`FrozenTeacher`, as a one-layer encoder.
-
-    ``forward`` returns ``([1, B, T, C], frame_lengths)``: the convolution
-    stack's features (``extract_features`` in HF, before the feature
-    projection), in the encoder contract, so that
-    :func:`lobes.target_cache.build_target_cache` stores them like hidden states
-    (:meth:`FrozenTeacher.forward_with_cnn` gives them with the hidden states,
-    from one pass). A student whose frozen CNN is the teacher's then trains on them instead of
-    running its CNN (``SSLStudent.forward(..., cnn_features=...)``).
-
-    Parameters
-    ----------
-    teacher : FrozenTeacher
-        The teacher whose CNN runs (with its input policy: normalisation, padding).
-    """
-
-    def __init__(self, teacher):
-        super().__init__()
-        self.teacher = teacher
-
-    @torch.no_grad()
-    def forward(self, wavs, wav_lens):
-        model = self.teacher.model
-        with torch.autocast(device_type=wavs.device.type, enabled=False):
-            inputs, mask = model_input(wavs.float(), wav_lens, self.teacher.normalize)
-            features = model.feature_extractor(inputs).transpose(1, 2)  # [B, T, C]
-        return features[None], frame_lengths_of(model, mask)

@@ -82,7 +82,7 @@ class SSLStudent(nn.Module):
             ``[B]`` relative lengths (SpeechBrain convention).
         cnn_features : torch.Tensor, optional
             ``[B, T, C]``: the output the frozen CNN would give for ``wavs``
-            (the teacher's, cached by :class:`lobes.encoder.TeacherCNN`); the
+            (the teacher's: :meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`); the
             CNN is then not run.
         """
         if cnn_features is None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lobes.encoder import FrozenTeacher, TeacherCNN, frame_mask
+from lobes.encoder import FrozenTeacher, frame_mask, model_input
 from lobes.losses import hint_mse_loss, l1_cosine_loss
 from lobes.students import DistilHuBERT, FitHuBERT
 from lobes.target_cache import build_target_cache, build_target_caches
@@ -130,20 +130,20 @@ def test_cached_teacher_cnn_features_replace_the_frozen_cnn(teacher):
     wavs = torch.randn(2, 8000)
     wavs[1, 5600:] = 0.0
     lens = torch.tensor([1.0, 0.7])
-    features, frames = TeacherCNN(teacher)(wavs, lens)
-    assert features.shape == (1, 2, 24, teacher.config.conv_dim[-1]) and frames.tolist() == [24, 17]
+    _, features, frames = teacher.forward_with_cnn(wavs, lens)
+    assert features.shape == (2, 24, teacher.config.conv_dim[-1]) and frames.tolist() == [24, 17]
     live, live_frames = student(wavs, lens)
-    cached, cached_frames = student(wavs, lens, cnn_features=features[0])
+    cached, cached_frames = student(wavs, lens, cnn_features=features)
     assert torch.allclose(live, cached, atol=1e-5) and torch.equal(live_frames, cached_frames)
     # the CNN is itself again afterwards: other features give other predictions
-    assert not torch.allclose(student(wavs, lens, cnn_features=torch.randn_like(features[0]))[0], live, atol=1e-3)
+    assert not torch.allclose(student(wavs, lens, cnn_features=torch.randn_like(features))[0], live, atol=1e-3)
     assert torch.allclose(student(wavs, lens)[0], live, atol=1e-6)
     assert student.cnn_matches(teacher)
     with torch.no_grad():
         student.encoder.feature_extractor.conv_layers[0].conv.weight.add_(1.0)
     assert not student.cnn_matches(teacher)
     with pytest.raises(ValueError, match="frozen"):
-        DistilHuBERT(teacher, n_layers=1, target_layers=[1])(wavs, lens, cnn_features=features[0])
+        DistilHuBERT(teacher, n_layers=1, target_layers=[1])(wavs, lens, cnn_features=features)
 
 
 def test_cached_cnn_features_of_a_crop_are_the_cnn_on_the_crop(tiny_hubert_dir, tmp_path):
@@ -153,10 +153,14 @@ def test_cached_cnn_features_of_a_crop_are_the_cnn_on_the_crop(tiny_hubert_dir, 
     config = teacher.config
     hop = 320
     wav = torch.randn(1, 16000)
-    cache = build_target_cache(TeacherCNN(teacher), [(["utt"], wav, torch.ones(1))], [0], tmp_path / "cnn")
+    def cnn_only(wavs, wav_lens):
+        _, features, frames = teacher.forward_with_cnn(wavs, wav_lens)
+        return {"cnn": features[None]}, frames
+
+    cache = build_target_caches(cnn_only, [(["utt"], wav, torch.ones(1))], {"cnn": ([0], tmp_path / "cnn")})["cnn"]
     start, n_samples = 7 * hop, 6400
     n_frames = frame_count(n_samples, config.conv_kernel, config.conv_stride)
-    live = TeacherCNN(teacher)(wav[:, start:start + n_samples], torch.ones(1))[0][0, 0]
+    live = teacher.forward_with_cnn(wav[:, start:start + n_samples], torch.ones(1))[1][0]
     assert live.shape[0] == n_frames
     assert torch.allclose(cache.get("utt", start // hop, n_frames)[:, 0], live, atol=2e-2, rtol=1e-2)
     assert not torch.allclose(cache.get("utt", start // hop + 1, n_frames)[:, 0], live, atol=2e-2, rtol=1e-2)
@@ -202,9 +206,10 @@ def test_teacher_targets_and_cnn_features_are_cached_from_one_pass(teacher, tmp_
     wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.6])
     hidden, cnn, frames = teacher.forward_with_cnn(wavs, lens)
     alone_hidden, alone_frames = teacher(wavs, lens)
-    alone_cnn, _ = TeacherCNN(teacher)(wavs, lens)
+    with torch.no_grad():  # the CNN alone, on the input as the teacher prepares it
+        alone_cnn = teacher.model.feature_extractor(model_input(wavs, lens, teacher.normalize)[0]).transpose(1, 2)
     assert torch.equal(hidden, alone_hidden) and torch.equal(frames, alone_frames)
-    assert torch.allclose(cnn, alone_cnn[0], atol=1e-6)
+    assert torch.allclose(cnn, alone_cnn, atol=1e-6)
     calls = []
 
     def outputs(wavs, wav_lens):
