@@ -4,6 +4,14 @@
 index 0 of the hidden states is the CNN projection (after the positional
 convolution), index ``i`` the output of transformer layer ``i``; frames past an
 utterance's ``frame_lengths`` are padding.
+
+Batching never changes an utterance's outputs. Models that take an attention
+mask (layer-norm CNNs: WavLM, Large models) run the padded batch with the mask.
+Models that take none (group-norm CNNs: HuBERT Base, wav2vec 2.0 Base, WavLM
+Base+) normalise each CNN channel over the whole padded input, so padding would
+change every real frame of the shorter utterances (by about half the
+hidden-state norm for an utterance batched with one three times longer); they
+run one forward per group of equal-length utterances, without padding.
 """
 
 import torch
@@ -59,6 +67,49 @@ def run_encoder(model, wavs, wav_lens, normalize, use_mask):
     return torch.stack(out.hidden_states), frame_lengths_of(model, mask)
 
 
+def receptive_field(config):
+    """Samples one output frame of an HF SSL model's CNN sees (its shortest usable input)."""
+    field = 1
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+def run_unpadded(model, wavs, wav_lens, normalize, min_samples):
+    """As :func:`run_encoder` for a model without attention mask: no utterance sees another's padding.
+
+    Utterances of equal length share one forward; outputs are zero-padded to
+    the longest afterwards. An utterance shorter than ``min_samples`` (no
+    frame) is padded up to it, and its frame length is 0 as in a batch.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor, list of (torch.Tensor, torch.Tensor))
+        Hidden states ``[L+1, B, T, D]``, frame lengths ``[B]``, and the
+        ``(indices, n_samples)`` of each group, in the order they were run.
+    """
+    mask = sample_mask(wavs, wav_lens)
+    n_samples = mask.sum(1)
+    frame_lengths = frame_lengths_of(model, mask)
+    groups, outputs = [], []
+    for length in torch.unique(n_samples):
+        rows = torch.nonzero(n_samples == length).flatten()
+        width = max(int(length), min_samples)
+        group = torch.zeros(len(rows), width, dtype=wavs.dtype, device=wavs.device)
+        group[:, : int(length)] = wavs[rows, : int(length)]
+        group_lens = torch.full((len(rows),), int(length) / width, device=wavs.device)
+        hidden, _ = run_encoder(model, group, group_lens, normalize, use_mask=False)
+        groups.append((rows, length))
+        outputs.append(hidden)
+    n_frames = int(frame_lengths.max()) if len(frame_lengths) else 0
+    n_states, _, _, dim = outputs[0].shape
+    hidden = outputs[0].new_zeros(n_states, len(wavs), n_frames, dim)
+    for (rows, _), out in zip(groups, outputs):
+        keep = min(out.shape[2], n_frames)
+        hidden[:, rows, :keep] = out[:, :, :keep]
+    return hidden * frame_mask(frame_lengths, n_frames)[None, :, :, None], frame_lengths, groups
+
+
 def frame_mask(frame_lengths, n_frames):
     """``[B, T]`` bool mask of the real frames."""
     return torch.arange(n_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
@@ -69,7 +120,9 @@ class FrozenTeacher(nn.Module):
 
     Always in ``eval`` mode (``train()`` is a no-op), no gradients, layerdrop 0,
     fp32 outputs even under autocast. Keep it out of ``Brain.modules`` anyway, so
-    that checkpoints do not carry its weights.
+    that checkpoints do not carry its weights. Outputs do not depend on what an
+    utterance is batched with (module notes): models without attention mask run
+    unpadded, one forward per group of equal-length utterances.
 
     Parameters
     ----------
@@ -112,9 +165,18 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, wavs, wav_lens):
+        hidden, frame_lengths, _ = self._encode(wavs, wav_lens)
+        return hidden, frame_lengths
+
+    def _encode(self, wavs, wav_lens):
+        """Hidden states, frame lengths and the row groups of each forward run (``None``: one padded batch)."""
         with torch.autocast(device_type=wavs.device.type, enabled=False):
-            hidden, frame_lengths = run_encoder(self.model, wavs.float(), wav_lens, self.normalize, self.use_mask)
-        return hidden.float(), frame_lengths
+            if self.use_mask:
+                hidden, frame_lengths = run_encoder(self.model, wavs.float(), wav_lens, self.normalize, True)
+                return hidden.float(), frame_lengths, None
+            hidden, frame_lengths, groups = run_unpadded(self.model, wavs.float(), wav_lens, self.normalize,
+                                                         receptive_field(self.config))
+            return hidden.float(), frame_lengths, groups
 
     @torch.no_grad()
     def forward_with_cnn(self, wavs, wav_lens):
@@ -131,8 +193,15 @@ class FrozenTeacher(nn.Module):
         captured = []
         hook = self.model.feature_extractor.register_forward_hook(lambda module, args, out: captured.append(out))
         try:
-            hidden, frame_lengths = self(wavs, wav_lens)
+            hidden, frame_lengths, groups = self._encode(wavs, wav_lens)
         finally:
             hook.remove()
-        return hidden, captured[0].transpose(1, 2).float(), frame_lengths
+        if groups is None:
+            return hidden, captured[0].transpose(1, 2).float(), frame_lengths
+        n_frames = hidden.shape[2]
+        cnn = hidden.new_zeros(len(wavs), n_frames, captured[0].shape[1])
+        for (rows, _), out in zip(groups, captured):
+            keep = min(out.shape[2], n_frames)
+            cnn[rows, :keep] = out[:, :, :keep].transpose(1, 2).float()
+        return hidden, cnn * frame_mask(frame_lengths, n_frames)[:, :, None], frame_lengths
 

@@ -109,19 +109,20 @@ class SSLExtractor:
 
     Notes
     -----
-    Batches are zero-padded. The attention mask built from the true lengths is
-    passed only when the model's feature extractor says the model was trained with
-    one (``return_attention_mask``); models such as HuBERT/wav2vec 2.0 Base were
-    not and HF advises plain zero padding for them. Either way each output is cut
-    to the number of frames the true length yields through the CNN front-end, so
-    padded frames never reach the caller. Waveforms are normalised (zero mean,
+    The model runs through :class:`lobes.encoder.FrozenTeacher`, so an
+    utterance's features do not depend on the batch: the attention mask built
+    from the true lengths is passed when the model's feature extractor says the
+    model was trained with one (``return_attention_mask``); models such as
+    HuBERT/wav2vec 2.0 Base were not, and run without padding, one forward per
+    group of equal-length utterances. Each output is cut to the number of frames
+    the true length yields through the CNN front-end. Waveforms are normalised (zero mean,
     unit variance over their own samples) when the feature extractor has
     ``do_normalize``. The model stays in ``eval`` mode, in fp32, without gradients.
     Features are not L2-normalised (k-means on normalised SSL output converges poorly).
     """
 
     def __init__(self, source, layer, device="cpu"):
-        from lobes.encoder import FrozenTeacher
+        from lobes.encoder import FrozenTeacher, receptive_field
 
         self.device = torch.device(device)
         self.source = str(source)
@@ -133,7 +134,7 @@ class SSLExtractor:
         self.layer = layer % n_states
         self.frame_rate = SAMPLE_RATE / float(np.prod(config.conv_stride))
         self.dim = config.hidden_size
-        self.min_samples = _receptive_field(config.conv_kernel, config.conv_stride)
+        self.min_samples = receptive_field(config)
 
     def settings(self):
         """What identifies these features (for stage hashes and provenance).
@@ -172,14 +173,6 @@ class SSLExtractor:
             hidden, frames = self.encoder(batch.to(self.device), (lengths / width).to(self.device))
         hidden = hidden[self.layer].cpu()
         return [hidden[i, : int(frames[i])].numpy() for i in range(len(wavs))]
-
-
-def _receptive_field(kernels, strides):
-    """Samples one output frame of a CNN front-end sees (the shortest usable input)."""
-    field = 1
-    for kernel, stride in zip(reversed(kernels), reversed(strides)):
-        field = (field - 1) * stride + kernel
-    return field
 
 
 def iter_features(waveforms, extractor, batch_size=8):

