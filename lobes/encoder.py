@@ -1,4 +1,4 @@
-"""HuggingFace SSL encoders (WavLM, HuBERT, wav2vec 2.0) behind one padding-aware contract.
+"""Frozen speech encoders (HF WavLM, HuBERT, wav2vec 2.0; Whisper) behind one padding-aware contract.
 
 ``forward(wavs, wav_lens) -> (hidden_states [L+1, B, T, D], frame_lengths [B])``:
 index 0 of the hidden states is the CNN projection (after the positional
@@ -11,11 +11,14 @@ Models that take none (group-norm CNNs: HuBERT Base, wav2vec 2.0 Base, WavLM
 Base+) normalise each CNN channel over the whole padded input, so padding would
 change every real frame of the shorter utterances (by about half the
 hidden-state norm for an utterance batched with one three times longer); they
-run one forward per group of equal-length utterances, without padding.
+run one forward per group of equal-length utterances, without padding. So does
+Whisper's encoder, which takes no mask either (:mod:`lobes.whisper_encoder`).
 """
 
 import torch
 from torch import nn
+
+from lobes import whisper_encoder
 
 
 def input_policy(source, config):
@@ -75,39 +78,45 @@ def receptive_field(config):
     return field
 
 
-def run_unpadded(model, wavs, wav_lens, normalize, min_samples):
-    """As :func:`run_encoder` for a model without attention mask: no utterance sees another's padding.
+def run_unpadded(run_group, wavs, wav_lens, frame_lengths, min_samples):
+    """Run a model that takes no attention mask so that no utterance sees another's padding.
 
-    Utterances of equal length share one forward; outputs are zero-padded to
-    the longest afterwards. An utterance shorter than ``min_samples`` (no
-    frame) is padded up to it, and its frame length is 0 as in a batch.
+    Utterances of equal length share one forward (``run_group``); outputs are
+    zero-padded to the longest afterwards. An utterance shorter than
+    ``min_samples`` is padded up to it (it has no frame, or one).
+
+    Parameters
+    ----------
+    run_group : callable
+        ``run_group(wavs [G, S]) -> (hidden [L+1, G, T, D], cnn [G, T, C])`` on unpadded waveforms.
+    wavs, wav_lens : torch.Tensor
+        The batch (``[B, S]``, relative lengths ``[B]``).
+    frame_lengths : torch.Tensor
+        ``[B]`` frames of each utterance's real samples.
+    min_samples : int
+        Shortest input the model takes.
 
     Returns
     -------
-    (torch.Tensor, torch.Tensor, list of (torch.Tensor, torch.Tensor))
-        Hidden states ``[L+1, B, T, D]``, frame lengths ``[B]``, and the
-        ``(indices, n_samples)`` of each group, in the order they were run.
+    (torch.Tensor, torch.Tensor)
+        Hidden states ``[L+1, B, T, D]`` and CNN output ``[B, T, C]``, zero past each frame length.
     """
-    mask = sample_mask(wavs, wav_lens)
-    n_samples = mask.sum(1)
-    frame_lengths = frame_lengths_of(model, mask)
-    groups, outputs = [], []
-    for length in torch.unique(n_samples):
-        rows = torch.nonzero(n_samples == length).flatten()
-        width = max(int(length), min_samples)
-        group = torch.zeros(len(rows), width, dtype=wavs.dtype, device=wavs.device)
-        group[:, : int(length)] = wavs[rows, : int(length)]
-        group_lens = torch.full((len(rows),), int(length) / width, device=wavs.device)
-        hidden, _ = run_encoder(model, group, group_lens, normalize, use_mask=False)
-        groups.append((rows, length))
-        outputs.append(hidden)
+    n_samples = sample_mask(wavs, wav_lens).sum(1)
     n_frames = int(frame_lengths.max()) if len(frame_lengths) else 0
-    n_states, _, _, dim = outputs[0].shape
-    hidden = outputs[0].new_zeros(n_states, len(wavs), n_frames, dim)
-    for (rows, _), out in zip(groups, outputs):
-        keep = min(out.shape[2], n_frames)
-        hidden[:, rows, :keep] = out[:, :, :keep]
-    return hidden * frame_mask(frame_lengths, n_frames)[None, :, :, None], frame_lengths, groups
+    hidden = cnn = None
+    for length in torch.unique(n_samples).tolist():
+        rows = torch.nonzero(n_samples == length).flatten()
+        group = wavs.new_zeros(len(rows), max(length, min_samples))
+        group[:, :length] = wavs[rows, :length]
+        group_hidden, group_cnn = run_group(group)
+        if hidden is None:
+            hidden = group_hidden.new_zeros(group_hidden.shape[0], len(wavs), n_frames, group_hidden.shape[-1])
+            cnn = group_cnn.new_zeros(len(wavs), n_frames, group_cnn.shape[-1])
+        keep = min(group_hidden.shape[2], n_frames)
+        hidden[:, rows, :keep] = group_hidden[:, :, :keep]
+        cnn[rows, :keep] = group_cnn[:, :keep]
+    mask = frame_mask(frame_lengths, n_frames)
+    return hidden * mask[None, :, :, None], cnn * mask[:, :, None]
 
 
 def frame_mask(frame_lengths, n_frames):
@@ -116,13 +125,17 @@ def frame_mask(frame_lengths, n_frames):
 
 
 class FrozenTeacher(nn.Module):
-    """A frozen HF SSL teacher by hub id or local folder.
+    """A frozen teacher by hub id or local folder: HF SSL models (WavLM, HuBERT, wav2vec 2.0) or Whisper encoders.
 
     Always in ``eval`` mode (``train()`` is a no-op), no gradients, layerdrop 0,
     fp32 outputs even under autocast. Keep it out of ``Brain.modules`` anyway, so
     that checkpoints do not carry its weights. Outputs do not depend on what an
     utterance is batched with (module notes): models without attention mask run
     unpadded, one forward per group of equal-length utterances.
+
+    A Whisper checkpoint (``model_type: whisper``) is used through its encoder
+    alone, on log-mel input without the 30 s padding (:mod:`lobes.whisper_encoder`,
+    which also states how its 50 Hz frames line up with the waveform models').
 
     Parameters
     ----------
@@ -138,13 +151,21 @@ class FrozenTeacher(nn.Module):
     """
 
     def __init__(self, source):
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         super().__init__()
         self.source = str(source)
-        self.model = AutoModel.from_pretrained(self.source, layerdrop=0.0)
+        self.is_whisper = AutoConfig.from_pretrained(self.source).model_type == "whisper"
+        if self.is_whisper:
+            self.model = AutoModel.from_pretrained(self.source).encoder  # the decoder is not used
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(self.source)
+            self.normalize, self.use_mask = False, False
+            self.min_samples = whisper_encoder.MIN_SAMPLES
+        else:
+            self.model = AutoModel.from_pretrained(self.source, layerdrop=0.0)
+            self.normalize, self.use_mask = input_policy(self.source, self.model.config)
+            self.min_samples = receptive_field(self.model.config)
         self.model.requires_grad_(False)
-        self.normalize, self.use_mask = input_policy(self.source, self.model.config)
         super().train(False)
 
     @property
@@ -159,49 +180,61 @@ class FrozenTeacher(nn.Module):
     def hidden_size(self):
         return self.model.config.hidden_size
 
+    @property
+    def frame_rate(self):
+        """Frames per second of the hidden states (50 for every supported family)."""
+        if self.is_whisper:
+            return 16000 / (2 * whisper_encoder.HOP)
+        return 16000 / float(torch.tensor(self.config.conv_stride).prod())
+
+    def frame_lengths(self, n_samples):
+        """Frames the teacher makes of ``n_samples`` real samples (``[B]`` tensor)."""
+        if self.is_whisper:
+            return whisper_encoder.frame_lengths(n_samples).long()
+        return self.model._get_feat_extract_output_lengths(n_samples).clamp(min=0).long()
+
     def train(self, mode=True):
         """Stay in eval mode: dropout and layerdrop never switch on."""
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, wavs, wav_lens):
-        hidden, frame_lengths, _ = self._encode(wavs, wav_lens)
+        hidden, _, frame_lengths = self.forward_with_cnn(wavs, wav_lens)
         return hidden, frame_lengths
-
-    def _encode(self, wavs, wav_lens):
-        """Hidden states, frame lengths and the row groups of each forward run (``None``: one padded batch)."""
-        with torch.autocast(device_type=wavs.device.type, enabled=False):
-            if self.use_mask:
-                hidden, frame_lengths = run_encoder(self.model, wavs.float(), wav_lens, self.normalize, True)
-                return hidden.float(), frame_lengths, None
-            hidden, frame_lengths, groups = run_unpadded(self.model, wavs.float(), wav_lens, self.normalize,
-                                                         receptive_field(self.config))
-            return hidden.float(), frame_lengths, groups
 
     @torch.no_grad()
     def forward_with_cnn(self, wavs, wav_lens):
         """As :meth:`forward`, plus the CNN's output ``[B, T, C]`` of the same pass (before the feature projection).
 
         A frozen student CNN copied from the teacher computes exactly these, so they can be cached and fed
-        to it instead (``SSLStudent.forward(..., cnn_features=...)``).
+        to it instead (``SSLStudent.forward(..., cnn_features=...)``). For Whisper, the output of its two
+        convolutions, before the positions are added.
 
         Returns
         -------
         tuple of (torch.Tensor, torch.Tensor, torch.Tensor)
             Hidden states ``[L+1, B, T, D]``, CNN features ``[B, T, C]``, frame lengths ``[B]``.
         """
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            wavs = wavs.float()
+            frame_lengths = self.frame_lengths(sample_mask(wavs, wav_lens).sum(1))
+            if self.use_mask:
+                hidden, cnn = self._run_ssl(wavs, wav_lens, use_mask=True)
+            else:
+                hidden, cnn = run_unpadded(self._run_group, wavs, wav_lens, frame_lengths, self.min_samples)
+        return hidden.float(), cnn.float(), frame_lengths
+
+    def _run_group(self, wavs):
+        """Hidden states and CNN output of unpadded, equal-length waveforms."""
+        if self.is_whisper:
+            return whisper_encoder.run_whisper(self.model, self.feature_extractor, wavs)
+        return self._run_ssl(wavs, torch.ones(len(wavs), device=wavs.device), use_mask=False)
+
+    def _run_ssl(self, wavs, wav_lens, use_mask):
         captured = []
         hook = self.model.feature_extractor.register_forward_hook(lambda module, args, out: captured.append(out))
         try:
-            hidden, frame_lengths, groups = self._encode(wavs, wav_lens)
+            hidden, _ = run_encoder(self.model, wavs, wav_lens, self.normalize, use_mask)
         finally:
             hook.remove()
-        if groups is None:
-            return hidden, captured[0].transpose(1, 2).float(), frame_lengths
-        n_frames = hidden.shape[2]
-        cnn = hidden.new_zeros(len(wavs), n_frames, captured[0].shape[1])
-        for (rows, _), out in zip(groups, captured):
-            keep = min(out.shape[2], n_frames)
-            cnn[rows, :keep] = out[:, :, :keep].transpose(1, 2).float()
-        return hidden, cnn * frame_mask(frame_lengths, n_frames)[:, :, None], frame_lengths
-
+        return hidden, captured[0].transpose(1, 2)

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from speechbrain.lobes.features import MFCC
 
@@ -92,7 +91,7 @@ def _torch_threads(threads):
 
 
 class SSLExtractor:
-    """One hidden layer of a HuggingFace SSL model (WavLM, HuBERT, wav2vec 2.0).
+    """One hidden layer of a HuggingFace speech encoder (WavLM, HuBERT, wav2vec 2.0, Whisper).
 
     Parameters
     ----------
@@ -122,7 +121,7 @@ class SSLExtractor:
     """
 
     def __init__(self, source, layer, device="cpu"):
-        from lobes.encoder import FrozenTeacher, receptive_field
+        from lobes.encoder import FrozenTeacher
 
         self.device = torch.device(device)
         self.source = str(source)
@@ -132,9 +131,9 @@ class SSLExtractor:
         if not -n_states <= layer < n_states:
             raise ValueError(f"layer {layer} out of range for {n_states} hidden states of {source}")
         self.layer = layer % n_states
-        self.frame_rate = SAMPLE_RATE / float(np.prod(config.conv_stride))
+        self.frame_rate = self.encoder.frame_rate
         self.dim = config.hidden_size
-        self.min_samples = receptive_field(config)
+        self.min_samples = self.encoder.min_samples
 
     def settings(self):
         """What identifies these features (for stage hashes and provenance).

@@ -63,6 +63,23 @@ def tiny_groupnorm_hubert_dir(tmp_path_factory):
     return _save_tiny_ssl(tmp_path_factory.mktemp("tiny_groupnorm_hubert"), HubertConfig, HubertModel, norm="group")
 
 
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory):
+    """A 2-layer, 32-wide Whisper (random weights, 80 mel bins) saved with ``save_pretrained``."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_whisper")
+    config = WhisperConfig(vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=32,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    WhisperModel(config).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, sampling_rate=16000).save_pretrained(folder)
+    return folder
+
+
 TINY_SCALE = 0.01
 TINY_JOBS = 2
 

