@@ -414,7 +414,7 @@ def run_recipe_loop(recipe, args, data_root, manifests, subset_csv, teacher_dir,
             if args.cache_cnn:
                 caches[f"{name}_cnn_cache"] = built["cnn"]
     build = time.perf_counter() - started
-    recipe.add_pipelines(hparams, train, valid, teacher.config, **caches)
+    recipe.add_pipelines(hparams, train, valid, teacher, **caches)
     epochs = sb.utils.epoch_loop.EpochCounter(limit=args.epochs)
     checkpointer = sb.utils.checkpoints.Checkpointer(str(run_dir / "save"), recoverables={
         "student": student, "counter": epochs})

@@ -88,7 +88,8 @@ def run_unpadded(run_group, wavs, wav_lens, frame_lengths, min_samples):
     Parameters
     ----------
     run_group : callable
-        ``run_group(wavs [G, S]) -> (hidden [L+1, G, T, D], cnn [G, T, C])`` on unpadded waveforms.
+        ``run_group(wavs [G, S], rows [G]) -> (hidden [L+1, G, T, D], cnn [G, T, C])`` on unpadded
+        waveforms; ``rows`` are their indices in the batch.
     wavs, wav_lens : torch.Tensor
         The batch (``[B, S]``, relative lengths ``[B]``).
     frame_lengths : torch.Tensor
@@ -108,7 +109,7 @@ def run_unpadded(run_group, wavs, wav_lens, frame_lengths, min_samples):
         rows = torch.nonzero(n_samples == length).flatten()
         group = wavs.new_zeros(len(rows), max(length, min_samples))
         group[:, :length] = wavs[rows, :length]
-        group_hidden, group_cnn = run_group(group)
+        group_hidden, group_cnn = run_group(group, rows)
         if hidden is None:
             hidden = group_hidden.new_zeros(group_hidden.shape[0], len(wavs), n_frames, group_hidden.shape[-1])
             cnn = group_cnn.new_zeros(len(wavs), n_frames, group_cnn.shape[-1])
@@ -224,8 +225,8 @@ class FrozenTeacher(nn.Module):
                 hidden, cnn = run_unpadded(self._run_group, wavs, wav_lens, frame_lengths, self.min_samples)
         return hidden.float(), cnn.float(), frame_lengths
 
-    def _run_group(self, wavs):
-        """Hidden states and CNN output of unpadded, equal-length waveforms."""
+    def _run_group(self, wavs, rows=None):
+        """Hidden states and CNN output of unpadded, equal-length waveforms (``rows``: unused)."""
         if self.is_whisper:
             return whisper_encoder.run_whisper(self.model, self.feature_extractor, wavs)
         return self._run_ssl(wavs, torch.ones(len(wavs), device=wavs.device), use_mask=False)

@@ -158,7 +158,7 @@ class DistilHuBERT(SSLStudent):
     def __init__(self, teacher, n_layers=2, target_layers=(4, 8, 12), init_from_teacher=True, freeze_cnn=False):
         config = student_config(teacher.config, num_hidden_layers=n_layers)
         super().__init__(config, teacher.normalize, teacher.use_mask, target_layers)
-        _check_layers(self.target_layers, teacher.num_layers)
+        check_target_layers(self.target_layers, teacher.num_layers)
         if init_from_teacher:
             copied = copy_matching_weights(teacher.model, self.encoder)
             logger.info("DistilHuBERT: %d tensors initialised from the teacher", len(copied))
@@ -172,12 +172,19 @@ class DistilHuBERT(SSLStudent):
         self.heads = nn.ModuleList(nn.Linear(dim, teacher.hidden_size) for _ in range(n_targets))
 
     def predict(self, hidden):
-        last = hidden[-1]
-        expanded = self.expand(last).unflatten(-1, (len(self.heads), last.shape[-1]))  # [B, T, N, D]
-        # head i on slice i, all heads in one batched product (one matmul instead of N on strided slices)
-        weight = torch.stack([head.weight for head in self.heads])  # [N, D_teacher, D]
-        bias = torch.stack([head.bias for head in self.heads])
-        return torch.einsum("btnd,nod->nbto", expanded, weight) + bias[:, None, None]
+        return expanded_heads(self.expand, self.heads, hidden[-1])
+
+
+def expanded_heads(expand, heads, last):
+    """DistilHuBERT's prediction heads: ``[N, B, T, D_teacher]`` from the last layer ``[B, T, D]``.
+
+    ``expand`` (``Linear(D, D * N) -> GELU``) widens the last layer; head ``i`` reads slice ``i``.
+    """
+    expanded = expand(last).unflatten(-1, (len(heads), last.shape[-1]))  # [B, T, N, D]
+    # head i on slice i, all heads in one batched product (one matmul instead of N on strided slices)
+    weight = torch.stack([head.weight for head in heads])  # [N, D_teacher, D]
+    bias = torch.stack([head.bias for head in heads])
+    return torch.einsum("btnd,nod->nbto", expanded, weight) + bias[:, None, None]
 
 
 class FitHuBERT(SSLStudent):
@@ -263,7 +270,7 @@ class UpsampledHint(nn.Module):
         return self.linear(self.upsample(hidden.transpose(1, 2)).transpose(1, 2))
 
 
-def _check_layers(layers, n_teacher_layers):
+def check_target_layers(layers, n_teacher_layers):
     bad = [layer for layer in layers if not 0 <= layer <= n_teacher_layers]
     if bad:
         raise ValueError(f"target layers {bad} outside the teacher's hidden states 0..{n_teacher_layers}")

@@ -8,9 +8,11 @@ import soundfile as sf
 import torch
 
 from lobes import whisper_encoder
-from lobes.encoder import FrozenTeacher
+from lobes.encoder import FrozenTeacher, frame_mask
+from lobes.losses import l1_cosine_loss
 from lobes.packaged_whisper import (PACKAGED_WHISPER, PackagedModelError, PackagedWhisper, assemble_model_bin,
                                     ensure_packaged_whisper)
+from lobes.whisper_student import DistilWhisper
 from selection.features import SSLExtractor
 
 CT2_ATOL = 2e-3  # ctranslate2 (float32) vs transformers on the same fp16-stored weights: ~1e-4 seen, values up to ~20
@@ -123,3 +125,83 @@ def test_whisper_layer_features_for_units(tiny_whisper_dir):
     feats = extractor([torch.randn(16000), torch.randn(8000)])
     assert extractor.frame_rate == 50.0 and extractor.dim == 32 and extractor.layer == 2
     assert [f.shape for f in feats] == [(50, 32), (25, 32)]
+
+
+def test_distilwhisper_starts_from_the_teacher_and_refuses_other_teachers(tiny_whisper_dir, tiny_hubert_dir):
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    student = DistilWhisper(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True)
+    for name in ("conv1.weight", "conv2.bias", "embed_positions.weight", "layers.0.fc1.weight", "layer_norm.weight"):
+        assert torch.equal(student.encoder.state_dict()[name], teacher.model.state_dict()[name]), name
+    assert student.cnn_matches(teacher) and not student.encoder.conv1.weight.requires_grad
+    assert "layers.1.fc1.weight" not in student.encoder.state_dict()
+    with pytest.raises(ValueError, match="needs a Whisper teacher"):
+        DistilWhisper(FrozenTeacher(tiny_hubert_dir))
+
+
+def test_distilwhisper_cached_convolutions_replace_the_front_end(tiny_whisper_dir):
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    student = DistilWhisper(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True).eval()
+    wavs, lens = torch.randn(3, 8000), torch.tensor([1.0, 1.0, 0.6])
+    _, cnn, frames = teacher.forward_with_cnn(wavs, lens)
+    live, live_frames = student(wavs, lens)
+    cached, cached_frames = student(wavs, lens, cnn_features=cnn)
+    assert torch.equal(live_frames, frames) and torch.equal(cached_frames, frames)
+    mask = torch.arange(live.shape[2])[None, :] < frames[:, None]
+    assert torch.allclose(live[:, mask], cached[:, mask], atol=1e-5)
+    with pytest.raises(ValueError, match="frames"):
+        student(wavs, lens, cnn_features=cnn[:, :-1])
+
+
+def test_distilwhisper_learns_the_teacher_and_exports_a_loadable_encoder(tiny_whisper_dir, tmp_path):
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    student = DistilWhisper(teacher, n_layers=1, target_layers=[1, 2], freeze_cnn=True)
+    wavs, lens = torch.randn(4, 8000) * 0.1, torch.ones(4)
+    hidden, cnn, frames = teacher.forward_with_cnn(wavs, lens)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(30):
+        predictions, _ = student(wavs, lens, cnn_features=cnn)
+        loss, _ = l1_cosine_loss(predictions, hidden[[1, 2]], frame_mask(frames, predictions.shape[2]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert torch.equal(student.encoder.conv1.weight, teacher.model.conv1.weight)  # frozen
+
+    folder = student.export(tmp_path / "student")
+    exported = FrozenTeacher(folder)
+    assert exported.is_whisper and exported.num_layers == 1
+    student.eval()
+    with torch.no_grad():
+        states = whisper_encoder.hidden_states(student.encoder, cnn)
+    exported_hidden, exported_frames = exported(wavs, lens)
+    assert torch.equal(exported_frames, frames)
+    assert torch.allclose(exported_hidden, states, atol=1e-5)
+
+
+def test_distillation_recipe_runs_with_a_whisper_teacher(tiny_corpus, tiny_whisper_dir, tmp_path):
+    import importlib.util
+    import json
+
+    from conftest import SYNTH_RECIPE
+
+    recipe_dir = SYNTH_RECIPE / "distillation"
+    spec = importlib.util.spec_from_file_location("distill_train_whisper", recipe_dir / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    output = tmp_path / "run"
+    recipe.main([str(recipe_dir / "hparams" / "distill_kmeans_whisper.yaml"),
+                 f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
+                 f"--corpus_scale={tiny_corpus['scale']}", f"--teacher_source={tiny_whisper_dir}",
+                 f"--output_folder={output}", f"--units_folder={tmp_path / 'units'}", "--n_clusters=20",
+                 "--kmeans_fit_hours=0.02", "--num_workers=0", "--valid_utterances=4", "--batch_size=4",
+                 "--crop_seconds=1.0", "--target_layers=[1,2]", "--student_layers=1", "--number_of_epochs=2"])
+    summary = json.loads((output / "distillation.json").read_text())
+    assert summary["student"] == "DistilWhisper" and summary["epochs"] == 2
+    log = (output / "train_log.txt").read_text().splitlines()
+    valid_losses = [float(line.split("valid loss: ")[1].split(",")[0]) for line in log if "valid loss" in line]
+    assert len(valid_losses) == 2 and valid_losses[1] < valid_losses[0]
+    assert FrozenTeacher(output / "save" / "student").num_layers == 1

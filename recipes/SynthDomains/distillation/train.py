@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # recipes/: the da
 from SynthDomains.offline_teacher import ensure_teacher  # noqa: E402
 from SynthDomains.process_group import init_process_group  # noqa: E402
 
-from lobes.crops import frame_count, random_aligned_crop  # noqa: E402
+from lobes.crops import random_aligned_crop  # noqa: E402
 from lobes.encoder import frame_mask  # noqa: E402
 from lobes.target_cache import build_target_caches  # noqa: E402
 
@@ -135,14 +135,14 @@ def load_datasets(hparams, subset_csv):
     return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
 
 
-def add_pipelines(hparams, train, valid, config, train_cache=None, valid_cache=None, train_cnn_cache=None,
+def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=None, train_cnn_cache=None,
                   valid_cnn_cache=None):
-    """Training: random frame-aligned crops; validation: whole utterances.
+    """Training: random crops aligned to the teacher's frames; validation: whole utterances.
 
     Cached teacher targets (``targets [T, N, D]``) and CNN features
     (``cnn_features [T, C]``) are read for the same frames when their caches are given.
     """
-    hop = int(torch.prod(torch.tensor(config.conv_stride)))
+    hop = round(SAMPLE_RATE / teacher.frame_rate)
     crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
@@ -151,7 +151,7 @@ def add_pipelines(hparams, train, valid, config, train_cache=None, valid_cache=N
         start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
         sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
         yield sig
-        n_frames = frame_count(len(sig), config.conv_kernel, config.conv_stride)
+        n_frames = int(teacher.frame_lengths(torch.tensor(len(sig))))
         yield None if train_cache is None else train_cache.get(utt_id, start // hop, n_frames)
         yield None if train_cnn_cache is None else train_cnn_cache.get(utt_id, start // hop, n_frames)[:, 0]
 
@@ -222,7 +222,7 @@ def check_cnn_cache(hparams, student, teacher):
         return False
     if not student.cnn_frozen or not student.cnn_matches(teacher):
         raise ValueError(f"cache_cnn_features: True needs a student whose CNN is the teacher's, frozen "
-                         f"(DistilHuBERT with init_from_teacher and freeze_cnn: True); {type(student).__name__} "
+                         f"(DistilHuBERT or DistilWhisper with init_from_teacher and freeze_cnn: True); {type(student).__name__} "
                          f"{'has a CNN of its own' if student.cnn_frozen else 'trains its CNN'}")
     return True
 
@@ -256,7 +256,7 @@ def main(argv):
             caches[f"{name}_cache"] = built["targets"]
             if with_cnn:
                 caches[f"{name}_cnn_cache"] = built["cnn"]
-    add_pipelines(hparams, train, valid, teacher.config, **caches)
+    add_pipelines(hparams, train, valid, teacher, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
     steps = -(-len(train) // hparams["batch_size"]) * hparams["number_of_epochs"]
