@@ -161,6 +161,28 @@ class TargetCache:
         """Number of teacher frames stored for ``utt_id``."""
         return self._rows[utt_id][1]
 
+    def layer_statistics(self, chunk_frames=1 << 16):
+        """Mean and standard deviation of every stored layer, per dimension, over all frames.
+
+        Computed in float64, ``chunk_frames`` frames at a time.
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            ``[N, D]`` float32 each.
+        """
+        total = np.zeros((len(self.layers), self.dim))
+        squares = np.zeros_like(total)
+        data = np.memmap(self.folder / DATA_FILE, dtype=np.float16, mode="r",
+                         shape=(self._total, len(self.layers), self.dim))
+        for first in range(0, self._total, chunk_frames):
+            chunk = np.asarray(data[first: first + chunk_frames], dtype=np.float64)
+            total += chunk.sum(0)
+            squares += (chunk ** 2).sum(0)
+        mean = total / max(self._total, 1)
+        std = np.sqrt(np.maximum(squares / max(self._total, 1) - mean ** 2, 0.0))
+        return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
     def get(self, utt_id, start=0, n_frames=None):
         """Targets ``[n_frames, N, D]`` (float32) from frame ``start``."""
         if self._array is None:

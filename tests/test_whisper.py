@@ -205,3 +205,19 @@ def test_distillation_recipe_runs_with_a_whisper_teacher(tiny_corpus, tiny_whisp
     valid_losses = [float(line.split("valid loss: ")[1].split(",")[0]) for line in log if "valid loss" in line]
     assert len(valid_losses) == 2 and valid_losses[1] < valid_losses[0]
     assert FrozenTeacher(output / "save" / "student").num_layers == 1
+
+
+def test_target_statistics_are_the_mean_and_std_of_every_cached_frame(tiny_whisper_dir, tmp_path):
+    from lobes.target_cache import build_target_cache
+
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    wavs = [torch.randn(n) * 0.1 for n in (4000, 9000, 9000, 16000)]
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    lens = torch.tensor([len(w) for w in wavs], dtype=torch.float) / batch.shape[1]
+    ids = [f"u{i}" for i in range(len(wavs))]
+    cache = build_target_cache(teacher, [(ids, batch, lens)], [1, 2], tmp_path / "cache")
+    mean, std = cache.layer_statistics(chunk_frames=7)  # chunks that cut utterances
+    frames = torch.cat([cache.get(utt_id) for utt_id in ids]).double()  # [T_all, 2, D]
+    assert mean.shape == std.shape == (2, 32)
+    assert torch.allclose(mean.double(), frames.mean(0), atol=1e-6)
+    assert torch.allclose(std.double(), frames.std(0, unbiased=False), atol=1e-5)

@@ -58,6 +58,7 @@ class DistillBrain(sb.Brain):
     """
 
     cnn_cached = False  # True: batches carry the teacher's CNN output (``cnn_features``)
+    target_stats = None  # (mean, std) ``[N, D]``: targets are standardised per layer and dimension
 
     def on_fit_start(self):
         super().on_fit_start()  # restores the last checkpoint, if any
@@ -77,10 +78,15 @@ class DistillBrain(sb.Brain):
     def teacher_targets(self, batch):
         if hasattr(batch, "targets"):
             targets, _ = batch.targets  # [B, T, N, D]
-            return targets.permute(2, 0, 1, 3)
-        wavs, wav_lens = batch.sig
-        hidden, _ = self.teacher(wavs, wav_lens)
-        return hidden[self.target_layers]
+            targets = targets.permute(2, 0, 1, 3)
+        else:
+            wavs, wav_lens = batch.sig
+            hidden, _ = self.teacher(wavs, wav_lens)
+            targets = hidden[self.target_layers]
+        if self.target_stats is None:
+            return targets
+        mean, std = (stat.to(targets.device)[:, None, None] for stat in self.target_stats)
+        return (targets - mean) / std
 
     def compute_objectives(self, predictions, batch, stage):
         predictions, frame_lengths = predictions
@@ -227,6 +233,23 @@ def check_cnn_cache(hparams, student, teacher):
     return True
 
 
+def target_statistics(hparams, train_cache):
+    """Per-layer target mean and std from the training cache when ``normalize_targets``, else ``None``.
+
+    Teachers whose hidden states have large norms (Whisper's last layer reaches about 24) are easier
+    to regress standardised; the statistics come from the cached subset, so no extra teacher pass.
+    """
+    if not hparams["normalize_targets"]:
+        return None
+    if train_cache is None:
+        raise ValueError("normalize_targets takes its statistics from the teacher-target cache: "
+                         "set cache_teacher_targets: True, or normalize_targets: False")
+    mean, std = train_cache.layer_statistics()
+    logger.info("targets standardised per layer: mean |mean| %s, mean std %s",
+                [round(float(m), 3) for m in mean.abs().mean(1)], [round(float(v), 3) for v in std.mean(1)])
+    return mean, std.clamp(min=1e-5)
+
+
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as handle:
@@ -266,6 +289,7 @@ def main(argv):
                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.teacher = teacher.to(brain.device)
     brain.cnn_cached = "train_cnn_cache" in caches
+    brain.target_stats = target_statistics(hparams, caches.get("train_cache"))
     brain.target_layers = student.target_layers
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
