@@ -162,7 +162,7 @@ def ngram_keys(tokens, order, n_symbols):
     for _ in range(1, order):
         previous = keys[-1]
         nxt = np.empty_like(tokens)
-        nxt[0] = 0
+        nxt[:1] = 0  # a chunk may hold no token (only empty utterances)
         np.multiply(previous[:-1], n_symbols, out=nxt[1:])
         nxt[1:] += tokens[1:]
         keys.append(nxt)

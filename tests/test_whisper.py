@@ -221,3 +221,32 @@ def test_target_statistics_are_the_mean_and_std_of_every_cached_frame(tiny_whisp
     assert mean.shape == std.shape == (2, 32)
     assert torch.allclose(mean.double(), frames.mean(0), atol=1e-6)
     assert torch.allclose(std.double(), frames.std(0, unbiased=False), atol=1e-5)
+
+
+def test_asr_probe_scores_a_whisper_encoder(tiny_corpus, tiny_whisper_dir, tmp_path, keep_threads):
+    import importlib.util
+    import json
+
+    from conftest import SYNTH_RECIPE
+
+    spec = importlib.util.spec_from_file_location("asr_probe_whisper", SYNTH_RECIPE / "ASR" / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main([str(SYNTH_RECIPE / "ASR" / "hparams" / "ctc_probe.yaml"),
+                 f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
+                 f"--corpus_scale={tiny_corpus['scale']}", f"--encoder_source={tiny_whisper_dir}",
+                 "--encoder_name=tiny_whisper", f"--feature_folder={tmp_path / 'features'}", "--num_workers=0",
+                 "--number_of_epochs=1", f"--output_folder={tmp_path / 'asr'}", "--lstm_units=16",
+                 "--lstm_layers=1", "--max_batch_seconds=30"])
+    results = json.loads((tmp_path / "asr" / "results.json").read_text())
+    assert (results["encoder_layers"], results["encoder_width"]) == (3, 32)
+    assert set(results["metrics"]) >= {"asr_test_in", "asr_test_target"}
+    from lobes.target_cache import TargetCache
+
+    rows = (tiny_corpus["save_folder"] / "asr_test_in.csv").read_text().splitlines()[1:]
+    (folder,) = (tmp_path / "features").glob("asr_test_in-*")
+    cache = TargetCache(folder)
+    assert len(cache) == len(rows)  # every test utterance encoded, at Whisper's frame rule
+    for row in rows[:3]:
+        utt_id, wav = row.split(",")[0], row.split(",")[2].replace("$data_root", str(tiny_corpus["data_folder"]))
+        assert cache.frames(utt_id) == whisper_encoder.frame_lengths(sf.info(wav).frames)
