@@ -15,6 +15,9 @@ run one forward per group of equal-length utterances, without padding. So does
 Whisper's encoder, which takes no mask either (:mod:`lobes.whisper_encoder`).
 """
 
+import re
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -120,6 +123,35 @@ def run_unpadded(run_group, wavs, wav_lens, frame_lengths, min_samples):
     return hidden * mask[None, :, :, None], cnn * mask[:, :, None]
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def checked_source(source):
+    """``source`` as a string, when it is an existing folder or looks like a hub id (``owner/name``).
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist and is not of the ``owner/name`` form (a mistyped local
+        folder would otherwise be looked up on the hub, and fail late with a network error).
+
+    Example
+    -------
+    >>> checked_source("microsoft/wavlm-base-plus")
+    'microsoft/wavlm-base-plus'
+    >>> checked_source("results/no/such/teacher")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: model folder results/no/such/teacher not found (nor is it a hub id like owner/name)
+    """
+    source = str(source)
+    if Path(source).is_dir() or (HUB_ID.fullmatch(source) and not source.startswith((".", "/"))):
+        return source
+    if Path(source).exists():
+        raise NotADirectoryError(f"{source} is a file; a model is a folder written by save_pretrained, or a hub id")
+    raise FileNotFoundError(f"model folder {source} not found (nor is it a hub id like owner/name)")
+
+
 def frame_mask(frame_lengths, n_frames):
     """``[B, T]`` bool mask of the real frames."""
     return torch.arange(n_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
@@ -155,7 +187,7 @@ class FrozenTeacher(nn.Module):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         super().__init__()
-        self.source = str(source)
+        self.source = checked_source(source)
         self.is_whisper = AutoConfig.from_pretrained(self.source).model_type == "whisper"
         if self.is_whisper:
             self.model = AutoModel.from_pretrained(self.source).encoder  # the decoder is not used
