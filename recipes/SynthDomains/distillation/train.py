@@ -303,7 +303,8 @@ def main(argv):
                    "student": type(export).__name__,
                    "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
                    "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
-                   "epochs": hparams["number_of_epochs"], "last_stats": getattr(brain, "last_stats", None),
+                   "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
+                   "last_stats": getattr(brain, "last_stats", None),
                    "this_run_minutes": round((time.time() - started) / 60, 2)}
         (Path(hparams["output_folder"]) / "distillation.json").write_text(json.dumps(summary, indent=2))
         logger.info("student exported to %s: %s", Path(hparams["save_folder"]) / "student", summary)
