@@ -192,15 +192,24 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     rows = table((out / "results.md").read_text())
     header = [h for _, h, _ in report.COLUMNS]
     assert set(rows) == {"random_10pct_s1234", "kmeans_10pct_s1234", "teacher", "mfcc"}
+    # every figure of the table is the one its cell's recipe wrote
+    sources = {"WER test_in": ("asr", "asr_test_in", "WER"), "CER test_in": ("asr", "asr_test_in", "CER"),
+               "WER test_target": ("asr", "asr_test_target", "WER"),
+               "CER test_target": ("asr", "asr_test_target", "CER"),
+               "spk accuracy": ("spk", "spk_test", "accuracy"), "EER": ("spk", "spk_test", "EER")}
     for name, cols in rows.items():
-        for column in ("WER test_in", "WER test_target", "CER test_target", "spk accuracy"):
-            assert float(cols[header.index(column)]) >= 0, (name, column)
-    assert float(rows["kmeans_10pct_s1234"][header.index("hours used")]) > 0
-    assert rows["kmeans_10pct_s1234"][header.index("epochs")] == "1"
+        for column, (kind, split, metric) in sources.items():
+            value = json.loads((out / kind / name / "results.json").read_text())["metrics"][split][metric]
+            assert cols[header.index(column)] == ("–" if value is None else f"{value:.2f}"), (name, column)
+    distilled = json.loads((out / "distill" / "kmeans_10pct_s1234" / "distillation.json").read_text())
+    assert rows["kmeans_10pct_s1234"][header.index("hours used")] == f"{distilled['subset_hours']:.3f}"
+    assert distilled["subset_hours"] > 0 and rows["kmeans_10pct_s1234"][header.index("epochs")] == "1"
     assert (out / "results.png").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["finished_cells"] == results["settings"]["total_cells"] == 10
-    assert results["aggregate"][0]["difference"] is not None
+    wer_target = {r["name"]: r["wer_target"] for r in results["rows"]}
+    assert results["aggregate"][0]["difference"] == pytest.approx(
+        wer_target["kmeans_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
     assert not (out / "probe_features" / "kmeans_10pct_s1234").exists()  # deleted once both probes finished
     assert (tmp_path / "f_teacher").exists()  # a reference's features are kept
 

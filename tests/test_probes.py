@@ -1,5 +1,6 @@
 """Downstream probes: layer mix, heads, feature cache, metrics, and both recipes on the tiny corpus."""
 
+import csv
 import importlib.util
 import json
 import math
@@ -7,6 +8,7 @@ import re
 
 import pytest
 import torch
+from scipy.stats import binom
 
 import lobes.feature_cache
 from conftest import SYNTH_RECIPE
@@ -124,10 +126,39 @@ def test_trial_eer():
     assert recipe.trial_eer([("a1", "b1", False)], good) is None
 
 
-def probe_args(hparams, corpus, encoder, name, tmp_path):
+def probe_args(hparams, corpus, encoder, name, tmp_path, epochs=1):
     return [str(hparams), f"--data_folder={corpus['data_folder']}", f"--manifest_folder={corpus['save_folder']}",
             f"--corpus_scale={corpus['scale']}", f"--encoder_source={encoder}", f"--encoder_name={name}",
-            f"--feature_folder={tmp_path / 'features' / name}", "--num_workers=0", "--number_of_epochs=1"]
+            f"--feature_folder={tmp_path / 'features' / name}", "--num_workers=0", f"--number_of_epochs={epochs}"]
+
+
+def manifest_rows(folder, split):
+    with open(folder / f"{split}.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def transcripts(corpus, split):
+    """``{ID: reference words}`` of a split, from its manifest."""
+    return {row["ID"]: row["wrd"].split() for row in manifest_rows(corpus["save_folder"], split)}
+
+
+def written_hypotheses(wer_file):
+    """``{ID: hypothesis words}`` from the alignments of a ``wer_<split>.txt`` (ErrorRateStats.write_stats)."""
+    lines = wer_file.read_text().splitlines()
+    hyps = {}
+    for k, line in enumerate(lines):
+        match = re.match(r"(\S+), %WER ", line)
+        if match:  # then the reference, the edit operations and the hypothesis, ';'-separated
+            hyps[match.group(1)] = [w.strip() for w in lines[k + 3].split(";") if w.strip() not in ("", "<eps>")]
+    return hyps
+
+
+def error_rate(recipe, kind, refs, hyps):
+    """WER or CER (%) of ``hyps`` against ``refs`` (both ``{ID: words}``), scored as the recipe scores."""
+    stats = recipe.error_rate_stats()[kind]
+    ids = sorted(refs)
+    stats.append(ids, [hyps[i] for i in ids], [refs[i] for i in ids])
+    return stats.summarize("error_rate")
 
 
 @pytest.mark.parametrize("encoder", ["tiny_hubert", "mfcc"])
@@ -142,8 +173,11 @@ def test_asr_probe_runs_and_reuses_its_features(encoder, tiny_corpus, tiny_huber
     assert results["encoder_name"] == encoder and results["epochs"] == 1
     assert len(results["layer_weights"]) == (3 if encoder == "tiny_hubert" else 1)
     for split in ("asr_test_in", "asr_test_target"):
-        assert results["metrics"][split]["WER"] >= 0 and results["metrics"][split]["CER"] >= 0
-        assert (tmp_path / "asr" / f"wer_{split}.txt").exists()
+        # every test utterance scored once, and the reported rates are those of the written hypotheses
+        refs, hyps = transcripts(tiny_corpus, split), written_hypotheses(tmp_path / "asr" / f"wer_{split}.txt")
+        assert hyps.keys() == refs.keys()
+        for kind in ("WER", "CER"):
+            assert results["metrics"][split][kind] == pytest.approx(error_rate(recipe, kind, refs, hyps)), kind
     assert {"train_minutes", "feature_minutes", "probe_parameters", "encoder_parameters"} <= set(results)
 
     # same command, one more epoch: resumes, and reads the cached features without touching audio
@@ -157,19 +191,94 @@ def test_asr_probe_runs_and_reuses_its_features(encoder, tiny_corpus, tiny_huber
     assert [int(e) for e in re.findall(r"^epoch: (\d+)", log, flags=re.M)] == [1, 2]
 
 
-@pytest.mark.parametrize("encoder", ["tiny_hubert", "mfcc"])
-def test_speaker_probe_runs(encoder, tiny_corpus, tiny_hubert_dir, tmp_path, keep_threads):
-    source = tiny_hubert_dir if encoder == "tiny_hubert" else "mfcc"
-    args = probe_args(SPEAKER / "hparams" / "spk_probe.yaml", tiny_corpus, source, encoder, tmp_path) + [
+def test_asr_probe_transcribes_what_it_hears(tiny_corpus, tmp_path, keep_threads):
+    """MFCC + the convolutional CTC head, trained for a few seconds on the asr_train split.
+
+    Every split: a CER below that of an all-blank output (which deletes every character). On the
+    training utterances, also: the hypotheses match their own transcripts better than any other
+    pairing of the same transcripts, i.e. the probe maps audio to its text, not merely to plausible text
+    (the held-out splits are too small to show that: a probe trained on shuffled transcripts scores as well there).
+    """
+    splits = ["asr_train", "asr_test_in", "asr_test_target"]
+    out = tmp_path / "asr"
+    args = probe_args(ASR / "hparams" / "ctc_probe_conv.yaml", tiny_corpus, "mfcc", "mfcc", tmp_path, epochs=12) + [
+        f"--output_folder={out}", f"--test_splits=[{','.join(splits)}]", "--conv_channels=64",
+        "--max_batch_seconds=10", "--lr_head=0.005", "--torch_threads=1"]
+    recipe = load_recipe(ASR)
+    recipe.main(args)
+    results = json.loads((out / "results.json").read_text())
+    for split in splits:
+        refs, hyps = transcripts(tiny_corpus, split), written_hypotheses(out / f"wer_{split}.txt")
+        assert hyps.keys() == refs.keys()
+        cer = results["metrics"][split]["CER"]
+        assert cer == pytest.approx(error_rate(recipe, "CER", refs, hyps))
+        all_blank = error_rate(recipe, "CER", refs, {utt: [] for utt in refs})
+        assert cer < all_blank, (split, cer, all_blank)
+
+    refs, hyps = transcripts(tiny_corpus, "asr_train"), written_hypotheses(out / "wer_asr_train.txt")
+    ids = sorted(refs)
+    own = error_rate(recipe, "CER", refs, hyps)
+    for shift in range(1, len(ids)):  # every utterance scored against another utterance's transcript
+        others = {utt: refs[ids[(k + shift) % len(ids)]] for k, utt in enumerate(ids)}
+        assert own < error_rate(recipe, "CER", others, hyps), shift
+
+
+def write_manifest(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_speaker_probe_scores_every_pair_of_test_utterances(tiny_corpus, tmp_path, keep_threads):
+    args = probe_args(SPEAKER / "hparams" / "spk_probe.yaml", tiny_corpus, "mfcc", "mfcc", tmp_path) + [
         f"--output_folder={tmp_path / 'spk'}", "--n_crops=2", "--embedding_size=16"]
     load_recipe(SPEAKER).main(args)
     results = json.loads((tmp_path / "spk" / "results.json").read_text())
     test = results["metrics"]["spk_test"]
-    assert results["speakers"] == 32 and 0 <= test["accuracy"] <= 100
-    assert results["crops"]["train"] + results["crops"]["valid"] == 2 * 64 and results["crops"]["test"] == 2 * 32
+    train_rows, test_rows = (manifest_rows(tiny_corpus["save_folder"], s) for s in ("spk_train", "spk_test"))
+    assert results["speakers"] == len({row["spk_id"] for row in train_rows})
+    assert results["crops"]["train"] + results["crops"]["valid"] == 2 * len(train_rows)
+    assert results["crops"]["test"] == 2 * len(test_rows)  # n_test_crops: 2
+    speaker = {row["ID"]: row["spk_id"] for row in test_rows}
+    ids = sorted(speaker)
+    pairs = [[str(int(speaker[a] == speaker[b])), a, b] for i, a in enumerate(ids) for b in ids[i + 1:]]
+    assert [line.split() for line in (tmp_path / "spk" / "trials.txt").read_text().splitlines()] == pairs
+    assert test["trials"] == len(pairs) and test["target_trials"] == sum(same == "1" for same, _, _ in pairs)
     # the tiny corpus has one test utterance per speaker: no same-speaker trial, so no EER
-    assert test["trials"] == 32 * 31 // 2 and test["target_trials"] == 0 and test["EER"] is None
-    assert len((tmp_path / "spk" / "trials.txt").read_text().splitlines()) == test["trials"]
+    assert test["target_trials"] == 0 and test["EER"] is None
+
+
+@pytest.mark.parametrize("encoder", ["tiny_hubert", "mfcc"])
+def test_speaker_probe_identifies_and_verifies_above_chance(encoder, tiny_corpus, tiny_hubert_dir, tmp_path,
+                                                           keep_threads):
+    """Trained for a few seconds: test crops identified above chance, and unseen test utterances verified
+    against the training utterances (same speaker or not) with an EER below chance (50 %)."""
+    train_rows, test_rows = (manifest_rows(tiny_corpus["save_folder"], s) for s in ("spk_train", "spk_test"))
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for split, rows in (("spk_train", train_rows), ("spk_test", test_rows), ("spk_enrol", test_rows + train_rows)):
+        write_manifest(manifests / f"{split}.csv", rows)
+    trials = [(a["ID"], b["ID"], a["spk_id"] == b["spk_id"]) for a in test_rows for b in train_rows]
+    (manifests / "trials.txt").write_text("".join(f"{int(same)} {a} {b}\n" for a, b, same in trials))
+
+    source = tiny_hubert_dir if encoder == "tiny_hubert" else "mfcc"
+    corpus = {**tiny_corpus, "save_folder": manifests}
+    args = probe_args(SPEAKER / "hparams" / "spk_probe.yaml", corpus, source, encoder, tmp_path, epochs=20) + [
+        f"--output_folder={tmp_path / 'spk'}", "--skip_prep=True", "--verification_split=spk_enrol",
+        f"--trials_file={manifests / 'trials.txt'}", "--n_crops=6", "--embedding_size=32", "--batch_size=16",
+        "--lr_head=0.01", "--snr_db=30"]  # less noise than the recipe's 10 dB: a few seconds of training suffice
+    load_recipe(SPEAKER).main(args)
+    results = json.loads((tmp_path / "spk" / "results.json").read_text())
+    test = results["metrics"]["spk_test"]
+    n_speakers = len({row["spk_id"] for row in train_rows})
+    n_crops = results["crops"]["test"]
+    assert results["speakers"] == n_speakers and n_crops == 2 * len(test_rows)
+    assert results["crops"]["verification"] == len(test_rows) + len(train_rows)  # one crop each
+    # more test crops identified than chance (1 / speakers) would get with 99 % probability
+    assert test["accuracy"] / 100 * n_crops > binom.ppf(0.99, n_crops, 1 / n_speakers), test["accuracy"]
+    assert test["trials"] == len(trials) and test["target_trials"] == sum(same for _, _, same in trials) > 0
+    assert test["EER"] < 50.0
 
 
 def test_missing_offline_teacher_names_the_command(tiny_corpus, tmp_path, keep_threads):

@@ -7,11 +7,16 @@ train-clean-100 / test-clean / test-other with live features, the speaker probe
 on fake VoxCeleb1 identification splits and trials.
 """
 
+import csv
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+from speechbrain.utils.metric_stats import EER
 
 from conftest import ROOT
 from fake_corpora import make_fake_librispeech, make_fake_voxceleb1
@@ -28,6 +33,13 @@ def load_script(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def written_hypotheses(wer_file):
+    """``{ID: hypothesis words}`` from the alignments of a ``wer_<split>.txt`` (ErrorRateStats.write_stats)."""
+    lines = wer_file.read_text().splitlines()
+    return {match.group(1): [w.strip() for w in lines[k + 3].split(";") if w.strip() not in ("", "<eps>")]
+            for k, line in enumerate(lines) if (match := re.match(r"(\S+), %WER ", line))}
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +93,19 @@ def test_librispeech_asr_probe_runs_live(fake_librispeech, tiny_hubert_dir, tmp_
             f"--manifest_folder={tmp_path / 'manifests'}", f"--encoder_source={tiny_hubert_dir}",
             "--encoder_name=tiny", f"--output_folder={tmp_path / 'asr'}", f"--feature_folder={tmp_path / 'f'}",
             "--lstm_units=16", "--lstm_layers=1", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1"]
-    load_script(LIBRISPEECH / "ASR" / "train.py").main(argv)
+    recipe = load_script(LIBRISPEECH / "ASR" / "train.py")
+    recipe.main(argv)
     results = json.loads((tmp_path / "asr" / "results.json").read_text())
     assert set(results["metrics"]) == {"test-clean", "test-other"}
-    for metrics in results["metrics"].values():
-        assert metrics["WER"] >= 0 and metrics["CER"] >= 0
+    for split, metrics in results["metrics"].items():
+        # every utterance of the split scored once; the rates are those of the hypotheses written
+        with open(tmp_path / "manifests" / f"{split}.csv", newline="") as handle:
+            refs = {row["ID"]: row["wrd"].split() for row in csv.DictReader(handle)}
+        hyps = written_hypotheses(tmp_path / "asr" / f"wer_{split}.txt")
+        assert hyps.keys() == refs.keys() and len(refs) == 2 * 3  # speakers x utterances of the fake split
+        for kind, stats in recipe.error_rate_stats().items():
+            stats.append(list(refs), [hyps[i] for i in refs], list(refs.values()))
+            assert metrics[kind] == pytest.approx(stats.summarize("error_rate")), (split, kind)
     assert not (tmp_path / "f").exists()  # live features: nothing cached
 
 
@@ -97,13 +117,24 @@ def test_voxceleb_speaker_probe_runs_live(probe, fake_voxceleb, tiny_hubert_dir,
             "--encoder_name=tiny", f"--output_folder={tmp_path / 'spk'}", "--crop_seconds=1.0",
             "--embedding_size=16", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1",
             "--valid_fraction=0.2"]
-    load_script(VOXCELEB / "speaker" / "train.py").main(argv)
+    brain = load_script(VOXCELEB / "speaker" / "train.py").main(argv)
     results = json.loads((tmp_path / "spk" / "results.json").read_text())
-    trials = (tmp_path / "manifests" / "asv_trials.txt").read_text().split("\n")
+    trials = [line.split() for line in (tmp_path / "manifests" / "asv_trials.txt").read_text().splitlines()
+              if line.strip()]
     (split, metrics), = results["metrics"].items()
-    assert metrics["trials"] == len([t for t in trials if t.strip()])
-    assert 0 < metrics["target_trials"] < metrics["trials"] and 0 <= metrics["EER"] <= 100
-    if probe == "sid_probe":
-        assert split == "sid_test" and 0 <= metrics["accuracy"] <= 100 and results["speakers"] == 6
+    assert metrics["trials"] == len(trials) and metrics["target_trials"] == sum(t[0] == "1" for t in trials)
+    assert 0 < metrics["target_trials"] < metrics["trials"]
+    # the EER is that of the cosine scores of the trials' embeddings (first crop of each utterance)
+    embeddings = brain.verification_embeddings()
+    scores = torch.stack([F.cosine_similarity(embeddings[f"{a}#0"], embeddings[f"{b}#0"], dim=0)
+                          for _, a, b in trials])
+    target = torch.tensor([label == "1" for label, _, _ in trials])
+    assert metrics["EER"] == pytest.approx(100 * EER(scores[target], scores[~target])[0], abs=1e-4)
+    if probe == "sid_probe":  # every crop of the test split identified once
+        with open(tmp_path / "manifests" / "sid_test.csv", newline="") as handle:
+            test_utterances = len(list(csv.DictReader(handle)))
+        assert split == "sid_test" and results["speakers"] == 6
+        assert brain.counted == results["crops"]["test"] == brain.hparams.n_test_crops * test_utterances
+        assert metrics["accuracy"] == pytest.approx(100 * brain.correct / brain.counted)
     else:  # trained on the speakers outside the trials only
         assert split == "asv_test" and "accuracy" not in metrics and results["speakers"] == 6 - 2

@@ -27,6 +27,7 @@ def test_ssl_layer_shapes_and_padding(fixture, request):
     assert [f.shape for f in batched] == [(49, 32), (24, 32)]  # padded frames cut off
     alone = extractor([short])[0]
     assert alone.shape == (24, 32)
+    assert np.allclose(batched[1], alone, atol=1e-4)  # the padding changes none of the real frames
     assert extractor([torch.randn(100)])[0].shape == (0, 32)  # shorter than the receptive field
 
 

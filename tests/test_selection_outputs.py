@@ -85,6 +85,11 @@ def test_selection_json_and_report(tmp_path):
     assert record["selector"] == "DSIRSelector" and record["settings"]["seed"] == 3
     assert record["utterances"] == len(result.ids) and record["hours"] <= record["budget_hours"]
     assert record["inputs"]["units"]["sha256"] == file_sha256(tmp_path / "units.npz")
-    assert record["report"]["unit_kl_to_target"]["subset"]["order_2"] >= 0
+    assert record["report"] == json.loads(json.dumps(figures))
+    subset_units = pool.units.subset(result.ids)
+    for order in (1, 2):  # the report's divergences are those of the selected units; bigrams also closer to target
+        assert kl["subset"][f"order_{order}"] == unit_kl(target.units, subset_units, orders=(order,))
+        assert kl["pool"][f"order_{order}"] == unit_kl(target.units, pool.units, orders=(order,))
+    assert kl["subset"]["order_2"] < kl["pool"]["order_2"]
     assert not list(tmp_path.glob(".*"))  # temporaries renamed away
     assert unit_kl(target.units, target.units) < 0.05

@@ -110,7 +110,7 @@ def test_script_end_to_end(script_runs, tiny_corpus, name):
     assert tsv[0] == str(tiny_corpus["data_folder"]) and len(tsv) == len(result.ids) + 1
     with open(output / "len_for_bucket" / "subset.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(result.ids)
-    assert (output / "report.png").stat().st_size > 0
+    assert (output / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert record["unit_quality"]["pool"]["clusters_used"] > 8
     assert set(record["unit_kl_to_target"]) == {"pool", "subset"}
     assert (output / "log.txt").exists() and (output / "hyperparams.yaml").exists()
