@@ -120,15 +120,21 @@ class SSLStudent(nn.Module):
         """Write the encoder as an HF model folder (``save_pretrained`` + feature extractor), atomically."""
         from transformers import Wav2Vec2FeatureExtractor
 
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.encoder.save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                 do_normalize=self.normalize, return_attention_mask=self.use_mask).save_pretrained(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        return folder
+        extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                             do_normalize=self.normalize, return_attention_mask=self.use_mask)
+        return export_model_folder(folder, self.encoder, extractor)
+
+
+def export_model_folder(folder, model, feature_extractor):
+    """``save_pretrained`` of a model and its feature extractor into ``folder``, atomically (temp folder, rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    feature_extractor.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
 
 
 class DistilHuBERT(SSLStudent):

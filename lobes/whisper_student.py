@@ -12,15 +12,13 @@ a 4-token vocabulary): ``AutoModel`` loads it and the probes use its encoder.
 
 import copy
 import logging
-import shutil
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from lobes import whisper_encoder
 from lobes.encoder import run_unpadded, sample_mask
-from lobes.students import copy_matching_weights, expanded_heads, check_target_layers
+from lobes.students import check_target_layers, copy_matching_weights, expanded_heads, export_model_folder
 
 logger = logging.getLogger(__name__)
 CNN_MODULES = ("conv1", "conv2")
@@ -130,11 +128,4 @@ class DistilWhisper(nn.Module):
                        "suppress_tokens": None, "begin_suppress_tokens": None})
         model = WhisperModel(config)
         model.encoder.load_state_dict(self.encoder.state_dict())
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        self.feature_extractor.save_pretrained(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        return folder
+        return export_model_folder(folder, model, self.feature_extractor)
