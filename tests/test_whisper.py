@@ -194,7 +194,7 @@ def test_distillation_recipe_runs_with_a_whisper_teacher(tiny_corpus, tiny_whisp
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     output = tmp_path / "run"
-    recipe.main([str(recipe_dir / "hparams" / "distill_kmeans_whisper.yaml"),
+    recipe.main([str(recipe_dir / "hparams" / "distill_kmeans.yaml"),
                  f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
                  f"--corpus_scale={tiny_corpus['scale']}", f"--teacher_source={tiny_whisper_dir}",
                  f"--output_folder={output}", f"--units_folder={tmp_path / 'units'}", "--n_clusters=20",

@@ -60,6 +60,16 @@ def ensure_packaged_teacher(source):
     return True
 
 
+def packaged_teacher_folder(source):
+    """``source``, converted first when it names a missing packaged Whisper folder.
+
+    For hparams that build a model from the folder while they load, e.g.
+    ``ssl_source: !apply:SynthDomains.offline_teacher.packaged_teacher_folder [<folder>]``.
+    """
+    ensure_packaged_teacher(source)
+    return str(source)
+
+
 def require_encoder(hparams):
     """Stop early, with the command to run, when ``encoder_source`` is the missing offline teacher.
 
