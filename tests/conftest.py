@@ -1,14 +1,12 @@
 """Shared fixtures: tiny HF SSL models built locally and a tiny SynthDomains corpus."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH_RECIPE = ROOT / "recipes" / "SynthDomains"
-sys.path.insert(0, str(SYNTH_RECIPE))  # makes `synthdomains_prepare` and `synthdomains` importable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -95,7 +93,7 @@ def tiny_corpus(tmp_path_factory):
     Returns a dict with ``data_folder``, ``save_folder`` (manifests), ``summary``,
     ``scale``, ``n_jobs`` and ``kokoro_cache``.
     """
-    from synthdomains_prepare import prepare_synthdomains
+    from corpora.synthdomains.prepare import prepare_synthdomains
 
     root = tmp_path_factory.mktemp("synthdomains")
     data_folder, save_folder, kokoro_cache = root / "data", root / "manifests", root / "kokoro_cache"

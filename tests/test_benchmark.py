@@ -1,9 +1,8 @@
 """The selection benchmark: the equal-compute rule, the report, the plan, and a tiny run that resumes."""
 
-import importlib.util
+import importlib
 import json
 import re
-import sys
 
 import pytest
 import speechbrain as sb
@@ -12,10 +11,9 @@ from hyperpyyaml import load_hyperpyyaml
 from conftest import SYNTH_RECIPE
 from selection.manifest import read_manifest
 
+from tasks.benchmark import cells, report
+
 BENCH = SYNTH_RECIPE / "benchmark"
-sys.path.insert(0, str(BENCH))
-import cells  # noqa: E402
-import report  # noqa: E402
 
 TINY_DISTILL = ["--num_workers=0", "--valid_utterances=4", "--batch_size=4", "--crop_seconds=1.0",
                 "--target_layers=[1,2]", "--student_layers=1", "--n_clusters=20", "--kmeans_fit_hours=0.02"]
@@ -24,10 +22,8 @@ TINY_SPEAKER = ["--num_workers=0", "--number_of_epochs=1", "--n_crops=2", "--emb
 
 
 def load_runner():
-    spec = importlib.util.spec_from_file_location("run_benchmark", BENCH / "run_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The task module that ``recipes/SynthDomains/benchmark/run_benchmark.py`` runs."""
+    return importlib.import_module("tasks.benchmark.run")
 
 
 def write_yaml(path, config):

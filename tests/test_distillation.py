@@ -1,6 +1,6 @@
 """The distillation recipe: every distill_*.yaml runs a debug step; re-running resumes."""
 
-import importlib.util
+import importlib
 import json
 import re
 import subprocess
@@ -20,10 +20,8 @@ HPARAMS = sorted((RECIPE / "hparams").glob("distill_*.yaml"))
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("distill_train", RECIPE / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The task module that ``recipes/*/distillation/train.py`` runs."""
+    return importlib.import_module("tasks.distillation")
 
 
 def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_file):

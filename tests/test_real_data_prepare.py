@@ -4,7 +4,6 @@ import csv
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ import soundfile as sf
 
 from fake_corpora import make_fake_librispeech, make_fake_voxceleb1
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # as HyperPyYAML recipes import them
-
-from LibriSpeech.librispeech_prepare import main as librispeech_main, prepare_librispeech  # noqa: E402
-from VoxCeleb.voxceleb_prepare import main as voxceleb_main, prepare_voxceleb1  # noqa: E402
+from corpora.librispeech import main as librispeech_main, prepare_librispeech
+from corpora.voxceleb import main as voxceleb_main, prepare_voxceleb1
 
 COLUMNS = ["ID", "duration", "wav", "spk_id", "wrd"]
 SPLITS = ["dev-clean", "dev-other", "test-clean"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from speechbrain.utils.metric_stats import EER
 
 from conftest import ROOT
+from tasks.asr_probe import error_rate_stats
 from fake_corpora import make_fake_librispeech, make_fake_voxceleb1
 
 LIBRISPEECH = ROOT / "recipes" / "LibriSpeech"
@@ -29,6 +30,7 @@ LS_SPLITS = ["train-clean-100", "train-clean-360", "train-other-500", "dev-clean
 
 
 def load_script(path):
+    """A recipe script as a module: its own file, whose ``main`` is the task's."""
     spec = importlib.util.spec_from_file_location(f"recipe_{path.parent.parent.name}_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -93,8 +95,7 @@ def test_librispeech_asr_probe_runs_live(fake_librispeech, tiny_hubert_dir, tmp_
             f"--manifest_folder={tmp_path / 'manifests'}", f"--encoder_source={tiny_hubert_dir}",
             "--encoder_name=tiny", f"--output_folder={tmp_path / 'asr'}", f"--feature_folder={tmp_path / 'f'}",
             "--lstm_units=16", "--lstm_layers=1", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1"]
-    recipe = load_script(LIBRISPEECH / "ASR" / "train.py")
-    recipe.main(argv)
+    load_script(LIBRISPEECH / "ASR" / "train.py").main(argv)
     results = json.loads((tmp_path / "asr" / "results.json").read_text())
     assert set(results["metrics"]) == {"test-clean", "test-other"}
     for split, metrics in results["metrics"].items():
@@ -103,7 +104,7 @@ def test_librispeech_asr_probe_runs_live(fake_librispeech, tiny_hubert_dir, tmp_
             refs = {row["ID"]: row["wrd"].split() for row in csv.DictReader(handle)}
         hyps = written_hypotheses(tmp_path / "asr" / f"wer_{split}.txt")
         assert hyps.keys() == refs.keys() and len(refs) == 2 * 3  # speakers x utterances of the fake split
-        for kind, stats in recipe.error_rate_stats().items():
+        for kind, stats in error_rate_stats().items():
             stats.append(list(refs), [hyps[i] for i in refs], list(refs.values()))
             assert metrics[kind] == pytest.approx(stats.summarize("error_rate")), (split, kind)
     assert not (tmp_path / "f").exists()  # live features: nothing cached

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import synthdomains_prepare
-from synthdomains import engines, plan, texts
-
 from conftest import SYNTH_RECIPE
+from corpora.synthdomains import engines, plan, prepare as synthdomains_prepare, texts
 
 
 def read_manifest(path):

@@ -1,6 +1,6 @@
 """The offline teacher recipe: a tiny HuBERT pretraining run on the tiny corpus."""
 
-import importlib.util
+import importlib
 import json
 import re
 import subprocess
@@ -40,10 +40,7 @@ def logged_validation(output_folder):
 
 
 def load_teacher_recipe():
-    spec = importlib.util.spec_from_file_location("teacher_train", SYNTH_RECIPE / "teacher" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tasks.teacher_pretraining")
 
 
 @pytest.fixture(scope="module")

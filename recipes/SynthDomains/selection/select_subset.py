@@ -1,61 +1,12 @@
 #!/usr/bin/env python3
-"""Select a training subset of the SynthDomains pool under an hours budget.
+"""Select a subset of the SynthDomains pool without labels (see README.md and :mod:`tasks.select_subset`).
 
-Stages (each cached and skipped when done; see ``selection.stages``): corpus
-preparation (when missing), features -> k-means -> units of the pool and the
-target, selection, outputs (``subset.csv``, s3prl and fairseq lists,
-``selection.json``, ``report.png``) in ``<output_folder>``. Re-running the same
-command resumes; one hparams file per selector.
-
-Usage
------
-python select_subset.py hparams/select_cds.yaml [--data_folder=D --output_folder=O --budget_hours=H ...]
-torchrun --nproc_per_node=2 select_subset.py hparams/select_cds.yaml   # units extracted in 2 shards
-
-Several processes share the unit extraction (each takes a shard of the
-utterances); rank 0 fits k-means, merges the shards and selects. Without a GPU
-the process group uses the gloo backend (set here unless
-``--distributed_backend`` is given), so sharding works on CPU-only machines.
+python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select_cds.yaml [--key=value ...]
 """
 
-import logging
 import sys
-from pathlib import Path
 
-import speechbrain as sb
-import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import ddp_barrier, if_main_process
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from process_group import init_process_group  # noqa: E402
-from synthdomains_prepare import prepare_from_hparams  # noqa: E402
-
-from selection.stages import run_selection  # noqa: E402
-
-logger = logging.getLogger(__name__)
-
-
-def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    run_opts = init_process_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
-
-    prepare_from_hparams(hparams)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    subset, result = run_selection(
-        hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], hparams["extractor"],
-        hparams["unit_settings"], hparams["selector"], hparams["output_folder"],
-        units_folder=hparams["units_folder"], budget_hours=hparams["budget_hours"],
-        budget_fraction=hparams["budget_fraction"], seed=hparams["seed"],
-        rank=torch.distributed.get_rank() if distributed else 0,
-        world_size=torch.distributed.get_world_size() if distributed else 1, barrier=ddp_barrier)
-    if if_main_process():
-        logger.info("%s: %d utterances, %.3f h (budget %.3f h) -> %s", result.selector, result.n_utterances,
-                    result.hours, result.budget_hours, subset)
-
+from tasks.select_subset import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

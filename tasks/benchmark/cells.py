@@ -14,7 +14,7 @@ from pathlib import Path
 
 from selection.manifest import read_manifest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 DISTILL_SCRIPT = "recipes/SynthDomains/distillation/train.py"
 DISTILL_HPARAMS = "recipes/SynthDomains/distillation/hparams"
 PROBE_SCRIPTS = {"asr": "recipes/SynthDomains/ASR/train.py", "spk": "recipes/SynthDomains/speaker/train.py"}

@@ -1,0 +1,5 @@
+"""Dataset preparation: manifests (SpeechBrain CSV) for each corpus, named by the recipes' hparams (``prepare_data``).
+
+:mod:`corpora.synthdomains` generates the offline default corpus;
+:mod:`corpora.librispeech` and :mod:`corpora.voxceleb` index existing downloads.
+"""

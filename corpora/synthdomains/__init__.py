@@ -1,0 +1,1 @@
+"""SynthDomains: a multi-domain corpus synthesised offline from real text (see :mod:`corpora.synthdomains.prepare`)."""

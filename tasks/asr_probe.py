@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""CTC speech-recognition probe of a frozen encoder (SUPERB-style ASR), for every dataset.
+
+Frozen encoder (``encoder_source``: ``mfcc``, an HF hub id or a model folder)
+→ every hidden state, cached once in fp16 (or computed live with
+``cache_features: False``, for corpora too large to cache) → learnable
+softmax-weighted layer sum → BiLSTM → linear → CTC over characters; greedy
+decoding; WER and CER on every split of ``test_splits`` (SynthDomains:
+``asr_test_in``, the domains seen in training, and ``asr_test_target``, the
+unseen ``neural`` domain; LibriSpeech: test-clean and test-other). The layer
+weights and the head have their own optimisers.
+
+Stages (re-running the same command resumes):
+1. the dataset's preparation (``prepare_data`` in the hparams) when not done;
+2. the features of every split, keyed by encoder weights, manifest and settings;
+3. training, checkpointed every epoch (the best by dev ``best_key``, WER or CER, kept);
+4. every test set with the best checkpoint; ``results.json`` in the output folder.
+
+Each dataset's ``recipes/<Dataset>/ASR/train.py`` calls :func:`main` with its hparams:
+
+python recipes/SynthDomains/ASR/train.py recipes/SynthDomains/ASR/hparams/ctc_probe.yaml     # the default teacher
+python recipes/SynthDomains/ASR/train.py recipes/SynthDomains/ASR/hparams/ctc_probe.yaml --encoder_source=mfcc --encoder_name=mfcc
+"""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from lobes.feature_cache import cache_features, encoder_fingerprint
+from lobes.mfcc_encoder import load_encoder
+from lobes.probe_brain import LayerMixProbeBrain
+
+logger = logging.getLogger(__name__)
+BLANK = "<blank>"
+
+
+class CharVocabulary:
+    """Characters of the training transcripts; index 0 is the CTC blank.
+
+    Characters it does not know (in a test transcript) are dropped when
+    encoding; the references used for WER/CER stay untouched.
+
+    Parameters
+    ----------
+    tokens : list of str
+        ``[BLANK, c1, c2, ...]``.
+    """
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def from_texts(cls, texts):
+        return cls([BLANK] + sorted(set("".join(texts))))
+
+    def encode(self, text):
+        return [self.index[c] for c in text if c in self.index]
+
+    def decode(self, ids):
+        return "".join(self.tokens[i] for i in ids if i != 0)
+
+    def __len__(self):
+        return len(self.tokens)
+
+
+def load_vocabulary(path, train):
+    """The saved vocabulary (a resumed run keeps its output layer) or a new one from ``train``."""
+    path = Path(path)
+    if not path.exists():
+        vocab = CharVocabulary.from_texts(train.data[i]["wrd"] for i in train.data_ids)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(vocab.tokens))
+        tmp.replace(path)
+    return CharVocabulary(json.loads(path.read_text()))
+
+
+def greedy_transcripts(log_probs, frame_lengths, vocab):
+    """Best-path CTC decoding: ``[B, T, V]`` log-probabilities → list of word lists."""
+    best = log_probs.argmax(-1)
+    out = []
+    for row, n in zip(best, frame_lengths):
+        ids = torch.unique_consecutive(row[: int(n)]).tolist()
+        out.append(vocab.decode(ids).split())
+    return out
+
+
+def error_rate_stats():
+    """``{"WER": ..., "CER": ...}`` SpeechBrain error-rate accumulators."""
+    return {"WER": sb.utils.metric_stats.ErrorRateStats(),
+            "CER": sb.utils.metric_stats.ErrorRateStats(split_tokens=True)}
+
+
+class CTCProbeBrain(LayerMixProbeBrain):
+    """Weighted layer sum + BiLSTM + CTC on cached features, or on a live frozen ``encoder`` when set."""
+
+    def compute_forward(self, batch, stage):
+        mixed, frame_lengths = self.mixed_features(batch)
+        logits = self.modules.head(mixed, frame_lengths)
+        return logits.log_softmax(-1), frame_lengths
+
+    def compute_objectives(self, predictions, batch, stage):
+        log_probs, frame_lengths = predictions
+        tokens, token_lens = batch.tokens
+        loss = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), tokens, frame_lengths,
+            torch.round(token_lens * tokens.shape[1]).long(), blank=0, zero_infinity=True)
+        if stage != sb.Stage.TRAIN:
+            hyps = greedy_transcripts(log_probs.detach().cpu(), frame_lengths, self.vocab)
+            refs = [wrd.split() for wrd in batch.wrd]
+            for stats in self.error_stats.values():
+                stats.append(batch.id, hyps, refs)
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        self.error_stats = error_rate_stats()
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2)}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats.update({name: s.summarize("error_rate") for name, s in self.error_stats.items()})
+        if stage == sb.Stage.VALID:
+            self.log_epoch(epoch, stats)
+            best_key = self.hparams.best_key
+            self.checkpointer.save_and_keep_only(meta={best_key: stats[best_key]}, min_keys=[best_key])
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"test set": self.test_set, "checkpoint of epoch": self.hparams.epoch_counter.current},
+                test_stats=stats)
+            with open(Path(self.hparams.output_folder) / f"wer_{self.test_set}.txt", "w", encoding="utf-8") as f:
+                self.error_stats["WER"].write_stats(f)
+            self.test_stats = stats
+
+
+def dataio_prepare(hparams, splits, caches=None):
+    """Datasets of transcripts and cached features (``feats``), or audio (``sig``) without ``caches``."""
+    datasets = {}
+    for split in splits:
+        data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            str(Path(hparams["manifest_folder"]) / f"{split}.csv"), replacements={"data_root": hparams["data_folder"]})
+        if caches is None:
+            sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+        else:
+            sb.dataio.dataset.add_dynamic_item([data], caches[split].get, takes="id", provides="feats")
+        datasets[split] = data
+    vocab = load_vocabulary(Path(hparams["save_folder"]) / "chars.json", datasets[hparams["train_split"]])
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def tokens(wrd):
+        return torch.LongTensor(vocab.encode(wrd))
+
+    sb.dataio.dataset.add_dynamic_item(list(datasets.values()), tokens)
+    inputs = "sig" if caches is None else "feats"
+    sb.dataio.dataset.set_output_keys(list(datasets.values()), ["id", inputs, "tokens", "wrd"])
+    return datasets, vocab
+
+
+def compute_features(hparams, encoder, fingerprint, splits):
+    """Feature caches of every split (built once per encoder, manifest and settings)."""
+    return {split: cache_features(encoder, Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"],
+                                  hparams["feature_folder"], batch_size=hparams["feature_batch_size"],
+                                  fingerprint=fingerprint)
+            for split in splits}
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    torch.set_num_threads(hparams["torch_threads"])
+    started = time.time()
+
+    run_on_main(hparams["prepare_data"])
+    if hparams["prepare_encoder"] is not None:
+        run_on_main(hparams["prepare_encoder"])
+    encoder = load_encoder(hparams["encoder_source"])
+    fingerprint = encoder_fingerprint(encoder)
+    splits = [hparams["train_split"], hparams["valid_split"], *hparams["test_splits"]]
+    caches = None
+    if hparams["cache_features"]:
+        run_on_main(compute_features, args=[hparams, encoder, fingerprint, splits])
+        caches = compute_features(hparams, encoder, fingerprint, splits)  # complete: only opens them
+    feature_minutes = (time.time() - started) / 60
+    datasets, vocab = dataio_prepare(hparams, splits, caches)
+
+    weighted_sum = hparams["weighted_sum"](encoder)
+    head = hparams["head"](input_size=weighted_sum.hidden_size, n_outputs=len(vocab))
+    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
+    hparams["checkpointer"].add_recoverable("head", head)
+    brain = CTCProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
+                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.vocab = vocab
+    if caches is None:
+        brain.encoder = encoder.to(brain.device)  # frozen, outside the modules: never trained nor switched to train()
+    train_sampler = sb.dataio.sampler.DynamicBatchSampler(
+        datasets[hparams["train_split"]], max_batch_length=hparams["max_batch_seconds"],
+        num_buckets=hparams["num_buckets"], length_func=lambda x: float(x["duration"]), shuffle=True,
+        seed=hparams["seed"])
+    fit_started = time.time()
+    brain.fit(hparams["epoch_counter"], datasets[hparams["train_split"]], datasets[hparams["valid_split"]],
+              train_loader_kwargs={"batch_sampler": train_sampler, "num_workers": hparams["num_workers"]},
+              valid_loader_kwargs=hparams["test_dataloader_opts"])
+    fit_minutes = (time.time() - fit_started) / 60
+    epochs = hparams["epoch_counter"].current  # testing loads the best checkpoint, and its epoch count
+
+    metrics = {}
+    for split in hparams["test_splits"]:
+        brain.test_set = split
+        brain.evaluate(datasets[split], min_key=hparams["best_key"], test_loader_kwargs=hparams["test_dataloader_opts"])
+        metrics[split] = brain.test_stats
+    if if_main_process():
+        train = datasets[hparams["train_split"]]
+        results = {
+            "task": "asr_ctc_probe", "encoder_name": hparams["encoder_name"],
+            "encoder_source": hparams["encoder_source"], **brain.describe(encoder, fingerprint),
+            "metrics": metrics, "vocabulary": len(vocab),
+            "train_hours": round(sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600, 4),
+            "epochs": epochs, "best_epoch": hparams["epoch_counter"].current,
+            "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
+            "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
+        }
+        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", results)
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The selection benchmark: selectors x budgets x seeds -> students -> probes -> a report."""

@@ -1,0 +1,308 @@
+"""Select a subset of an unlabelled pool without labels, then distil the teacher into a student on it.
+
+Stages, each skipped when done (re-running the same command resumes):
+1. the dataset's preparation (``prepare_data`` in the hparams: the SynthDomains
+   corpus is generated when missing, LibriSpeech manifests are written);
+2. the teacher: ``teacher_source`` (hub id or folder), built first by
+   ``build_teacher`` when the hparams name one (the offline SynthDomains teachers);
+3. the subset: the selection stages of ``selection/`` with the configured selector;
+4. optionally the teacher targets of the subset and of the validation utterances,
+   computed once in fp16 (``cache_teacher_targets``), and with a frozen CNN
+   copied from the teacher its output too (``cache_cnn_features``);
+5. distillation (``DistillBrain``), checkpointed every epoch; the student is
+   exported to ``<output_folder>/save/student`` as an HF model folder.
+
+Each dataset's ``recipes/<Dataset>/distillation/train.py`` calls :func:`main`:
+
+python recipes/SynthDomains/distillation/train.py recipes/SynthDomains/distillation/hparams/distill_kmeans.yaml [--key=value ...]
+torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>   # several processes (gloo without a GPU)
+"""
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from lobes.crops import random_aligned_crop
+from lobes.encoder import frame_mask
+from lobes.target_cache import build_target_caches
+from tasks.process_group import init_process_group
+
+logger = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+
+
+class DistillBrain(sb.Brain):
+    """Trains ``modules.student`` to predict the frozen teacher's layers.
+
+    The teacher is an attribute (``self.teacher``), not a module: Brain would
+    otherwise switch it to train mode every epoch and checkpoint its weights.
+    ``self.target_layers`` are the teacher layers the student predicts.
+    Targets come from the batch (``targets``, the fp16 cache) when present,
+    else from a teacher forward pass on the same crops; so does the frozen
+    CNN's output (``cnn_features``).
+    """
+
+    cnn_cached = False  # True: batches carry the teacher's CNN output (``cnn_features``)
+    target_stats = None  # (mean, std) ``[N, D]``: targets are standardised per layer and dimension
+
+    def on_fit_start(self):
+        super().on_fit_start()  # restores the last checkpoint, if any
+        student = getattr(self.modules.student, "module", self.modules.student)  # unwrap DDP
+        if self.cnn_cached and not student.cnn_matches(self.teacher):
+            raise ValueError(f"cache_cnn_features: the student restored from {self.checkpointer.checkpoints_dir} "
+                             "has a CNN that is not the teacher's (a run that trained its CNN?): use another "
+                             "output_folder, or cache_cnn_features: False")
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if hasattr(batch, "cnn_features"):
+            return self.modules.student(wavs, wav_lens, cnn_features=batch.cnn_features.data)
+        return self.modules.student(wavs, wav_lens)
+
+    def teacher_targets(self, batch):
+        if hasattr(batch, "targets"):
+            targets, _ = batch.targets  # [B, T, N, D]
+            targets = targets.permute(2, 0, 1, 3)
+        else:
+            wavs, wav_lens = batch.sig
+            hidden, _ = self.teacher(wavs, wav_lens)
+            targets = hidden[self.target_layers]
+        if self.target_stats is None:
+            return targets
+        mean, std = (stat.to(targets.device)[:, None, None] for stat in self.target_stats)
+        return (targets - mean) / std
+
+    def compute_objectives(self, predictions, batch, stage):
+        predictions, frame_lengths = predictions
+        targets = self.teacher_targets(batch)
+        n_frames = min(predictions.shape[2], targets.shape[2])
+        mask = frame_mask(frame_lengths, n_frames)
+        loss, per_layer = self.hparams.loss(predictions[:, :, :n_frames], targets[:, :, :n_frames], mask)
+        self.layer_loss_sum += per_layer.detach().float().cpu()
+        self.layer_loss_batches += 1
+        return loss
+
+    def on_fit_batch_start(self, batch, should_step):
+        lr = self.hparams.lr_schedule.calculate_lr(self.optimizer_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def on_stage_start(self, stage, epoch=None):
+        self.layer_loss_sum = torch.zeros(len(self.target_layers))
+        self.layer_loss_batches = 0
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        per_layer = self.layer_loss_sum / max(self.layer_loss_batches, 1)
+        stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2),
+                 **{f"loss_layer{layer}": float(v) for layer, v in zip(self.target_layers, per_layer)}}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+        elif stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss})
+        self.last_stats = stats
+
+
+def ensure_subset(hparams):
+    """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
+    if hparams["selection"] is None:
+        return Path(hparams["pool_manifest"])
+    from selection.stages import run_selection
+
+    subset_csv, _ = run_selection(**hparams["selection"])
+    return subset_csv
+
+
+def load_datasets(hparams, subset_csv):
+    """The subset (training) and the first ``valid_utterances`` of the validation split, by duration."""
+    replacements = {"data_root": hparams["data_folder"]}
+    train = sb.dataio.dataset.DynamicItemDataset.from_csv(str(subset_csv), replacements=replacements)
+    valid = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        str(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv"), replacements=replacements)
+    return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
+
+
+def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=None, train_cnn_cache=None,
+                  valid_cnn_cache=None):
+    """Training: random crops aligned to the teacher's frames; validation: whole utterances.
+
+    Cached teacher targets (``targets [T, N, D]``) and CNN features
+    (``cnn_features [T, C]``) are read for the same frames when their caches are given.
+    """
+    hop = round(SAMPLE_RATE / teacher.frame_rate)
+    crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
+
+    @sb.utils.data_pipeline.takes("wav", "id", "duration")
+    @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
+    def train_crop(wav, utt_id, duration):
+        start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
+        sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
+        yield sig
+        n_frames = int(teacher.frame_lengths(torch.tensor(len(sig))))
+        yield None if train_cache is None else train_cache.get(utt_id, start // hop, n_frames)
+        yield None if train_cnn_cache is None else train_cnn_cache.get(utt_id, start // hop, n_frames)[:, 0]
+
+    @sb.utils.data_pipeline.takes("wav", "id")
+    @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
+    def whole(wav, utt_id):
+        yield sb.dataio.dataio.read_audio(wav)
+        yield None if valid_cache is None else valid_cache.get(utt_id)
+        yield None if valid_cnn_cache is None else valid_cnn_cache.get(utt_id)[:, 0]
+
+    for dataset, pipeline, cache, cnn_cache in ((train, train_crop, train_cache, train_cnn_cache),
+                                                (valid, whole, valid_cache, valid_cnn_cache)):
+        sb.dataio.dataset.add_dynamic_item([dataset], pipeline)
+        keys = ["id", "sig"] + (["targets"] if cache is not None else []) + \
+            (["cnn_features"] if cnn_cache is not None else [])
+        sb.dataio.dataset.set_output_keys([dataset], keys)
+
+
+def whole_utterance_batches(dataset, batch_size):
+    """``(ids, wavs, wav_lens)`` batches of a dataset's whole utterances, by duration (little padding)."""
+    rows = {i: {k: v for k, v in dataset.data[i].items() if k != "id"} for i in dataset.data_ids}
+    data = sb.dataio.dataset.DynamicItemDataset(rows)
+    data = data.filtered_sorted(sort_key="duration")
+    sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
+    return ((batch.id, *batch.sig) for batch in loader), len(loader)
+
+
+def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
+    """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list.
+
+    With ``with_cnn`` the same teacher pass also stores its CNN's output
+    (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`), in a cache of its own.
+
+    Returns
+    -------
+    dict
+        ``{"targets": TargetCache}``, plus ``"cnn"`` with ``with_cnn``.
+    """
+    content = json.dumps([(i, dataset.data[i]["wav"]) for i in sorted(dataset.data_ids)]).encode()
+    prefix = f"{name}-{Path(hparams['teacher_source']).name}"
+    suffix = hashlib.sha256(content).hexdigest()[:12]
+    folder = Path(hparams["cache_folder"])
+    outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
+    if with_cnn:
+        outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
+
+    def teacher_outputs(wavs, wav_lens):
+        if not with_cnn:
+            hidden, frame_lengths = teacher(wavs, wav_lens)
+            return {"targets": hidden}, frame_lengths
+        hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
+        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths
+
+    batches, total = whole_utterance_batches(dataset, hparams["cache_batch_size"])
+    desc = "teacher targets" + (" and CNN features" if with_cnn else "")
+    return build_target_caches(teacher_outputs, batches, outputs, total, desc=f"{name}: {desc}")
+
+
+def check_cnn_cache(hparams, student, teacher):
+    """Whether to cache the CNN's output: ``cache_cnn_features``, valid only for a frozen copy of the teacher's CNN."""
+    if not hparams.get("cache_cnn_features", False):
+        return False
+    if not hparams["cache_teacher_targets"]:
+        logger.warning("cache_cnn_features ignored: the CNN's output is stored with the teacher targets, and "
+                       "cache_teacher_targets is False (the teacher runs live, the student runs its CNN)")
+        return False
+    if not student.cnn_frozen or not student.cnn_matches(teacher):
+        raise ValueError(f"cache_cnn_features: True needs a student whose CNN is the teacher's, frozen "
+                         f"(DistilHuBERT or DistilWhisper with init_from_teacher and freeze_cnn: True); {type(student).__name__} "
+                         f"{'has a CNN of its own' if student.cnn_frozen else 'trains its CNN'}")
+    return True
+
+
+def target_statistics(hparams, train_cache):
+    """Per-layer target mean and std from the training cache when ``normalize_targets``, else ``None``.
+
+    Teachers whose hidden states have large norms (Whisper's last layer reaches about 24) are easier
+    to regress standardised; the statistics come from the cached subset, so no extra teacher pass.
+    """
+    if not hparams["normalize_targets"]:
+        return None
+    if train_cache is None:
+        raise ValueError("normalize_targets takes its statistics from the teacher-target cache: "
+                         "set cache_teacher_targets: True, or normalize_targets: False")
+    mean, std = train_cache.layer_statistics()
+    logger.info("targets standardised per layer: mean |mean| %s, mean std %s",
+                [round(float(m), 3) for m in mean.abs().mean(1)], [round(float(v), 3) for v in std.mean(1)])
+    return mean, std.clamp(min=1e-5)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    run_opts = init_process_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    started = time.time()
+
+    run_on_main(hparams["prepare_data"])
+    if hparams["build_teacher"] is not None:
+        run_on_main(hparams["build_teacher"])
+    subset_csv = None
+    if if_main_process():
+        subset_csv = ensure_subset(hparams)
+    sb.utils.distributed.ddp_barrier()
+    subset_csv = ensure_subset(hparams)  # done: every stage is cached, this only returns the path
+
+    teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
+    student = hparams["student_class"](teacher)
+    train, valid = load_datasets(hparams, subset_csv)
+    caches = {}
+    with_cnn = check_cnn_cache(hparams, student, teacher)
+    if hparams["cache_teacher_targets"]:
+        for name, dataset in (("train", train), ("valid", valid)):
+            arguments = [hparams, name, dataset, teacher, student.target_layers, with_cnn]
+            run_on_main(build_caches, args=arguments)
+            built = build_caches(*arguments)  # complete now: only opened
+            caches[f"{name}_cache"] = built["targets"]
+            if with_cnn:
+                caches[f"{name}_cnn_cache"] = built["cnn"]
+    add_pipelines(hparams, train, valid, teacher, **caches)
+
+    hparams["checkpointer"].add_recoverable("student", student)
+    steps = -(-len(train) // hparams["batch_size"]) * hparams["number_of_epochs"]
+    hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
+        hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
+    brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
+                         run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.teacher = teacher.to(brain.device)
+    brain.cnn_cached = "train_cnn_cache" in caches
+    brain.target_stats = target_statistics(hparams, caches.get("train_cache"))
+    brain.target_layers = student.target_layers
+    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+
+    if if_main_process():
+        export = brain.modules.student
+        export = getattr(export, "module", export)  # unwrap DDP
+        export.export(Path(hparams["save_folder"]) / "student")
+        subset_hours = sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600
+        summary = {"experiment": hparams["experiment_name"], "teacher": hparams["teacher_source"],
+                   "student": type(export).__name__,
+                   "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
+                   "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
+                   "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
+                   "last_stats": getattr(brain, "last_stats", None),
+                   "this_run_minutes": round((time.time() - started) / 60, 2)}
+        (Path(hparams["output_folder"]) / "distillation.json").write_text(json.dumps(summary, indent=2))
+        logger.info("student exported to %s: %s", Path(hparams["save_folder"]) / "student", summary)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

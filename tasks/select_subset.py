@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Select a training subset of an unlabelled pool under an hours budget.
+
+Stages (each cached and skipped when done; see ``selection.stages``): corpus
+preparation (when missing), features -> k-means -> units of the pool and the
+target, selection, outputs (``subset.csv``, s3prl and fairseq lists,
+``selection.json``, ``report.png``) in ``<output_folder>``. Re-running the same
+command resumes; one hparams file per selector.
+
+Usage
+-----
+python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select_cds.yaml [--key=value ...]
+torchrun --nproc_per_node=2 recipes/SynthDomains/selection/select_subset.py <hparams>   # units extracted in 2 shards
+
+Several processes share the unit extraction (each takes a shard of the
+utterances); rank 0 fits k-means, merges the shards and selects. Without a GPU
+the process group uses the gloo backend (set here unless
+``--distributed_backend`` is given), so sharding works on CPU-only machines.
+"""
+
+import logging
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
+
+from selection.stages import run_selection
+from tasks.process_group import init_process_group
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    run_opts = init_process_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+
+    run_on_main(hparams["prepare_data"])
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    subset, result = run_selection(
+        hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], hparams["extractor"],
+        hparams["unit_settings"], hparams["selector"], hparams["output_folder"],
+        units_folder=hparams["units_folder"], budget_hours=hparams["budget_hours"],
+        budget_fraction=hparams["budget_fraction"], seed=hparams["seed"],
+        rank=torch.distributed.get_rank() if distributed else 0,
+        world_size=torch.distributed.get_world_size() if distributed else 1, barrier=ddp_barrier)
+    if if_main_process():
+        logger.info("%s: %d utterances, %.3f h (budget %.3f h) -> %s", result.selector, result.n_utterances,
+                    result.hours, result.budget_hours, subset)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
