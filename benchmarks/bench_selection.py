@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selection.audio import AudioStream  # noqa: E402
 from selection.features import MFCCExtractor, iter_features  # noqa: E402
-from selection.manifest import read_manifest  # noqa: E402
+from common.manifest import read_manifest  # noqa: E402
 from selection.selectors import ContrastiveLMSelector, DivergenceSelector, DSIRSelector  # noqa: E402
 from selection.synthetic import synthetic_corpus  # noqa: E402
 from selection.units import KMeansCodebook, extract_units, sample_frames  # noqa: E402

@@ -37,7 +37,7 @@ python recipes/LibriSpeech/librispeech_prepare.py --data_folder /data/LibriSpeec
 
 Example
 -------
->>> from LibriSpeech.librispeech_prepare import prepare_librispeech
+>>> from corpora.librispeech import prepare_librispeech
 >>> prepare_librispeech("/data/LibriSpeech", "manifests", ["dev-clean"],
 ...                     merge={"target": ["dev-other"]})  # doctest: +SKIP
 """
@@ -50,8 +50,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from selection.atomic import atomic_write_csv, atomic_write_text
-from selection.corpus_files import audio_duration, list_files, list_subfolders, load_record
+from common.atomic import atomic_write_csv, atomic_write_text
+from common.corpus_files import audio_duration, list_files, list_subfolders, load_record
 
 logger = logging.getLogger(__name__)
 

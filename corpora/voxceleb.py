@@ -36,7 +36,7 @@ python recipes/VoxCeleb/voxceleb_prepare.py --data_folder /data/VoxCeleb1 \
 
 Example
 -------
->>> from VoxCeleb.voxceleb_prepare import prepare_voxceleb1
+>>> from corpora.voxceleb import prepare_voxceleb1
 >>> prepare_voxceleb1("/data/VoxCeleb1", "manifests", trials_file="/data/VoxCeleb1/veri_test2.txt")  # doctest: +SKIP
 """
 
@@ -47,8 +47,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from selection.atomic import atomic_write_csv, atomic_write_text
-from selection.corpus_files import audio_duration, list_files, list_subfolders, load_record
+from common.atomic import atomic_write_csv, atomic_write_text
+from common.corpus_files import audio_duration, list_files, list_subfolders, load_record
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speechbrain.dataio.dataio import load_data_csv, read_audio
 
+from common.audio import SAMPLE_RATE, load_audio
+from common.hashing import file_sha256, settings_hash
+from common.manifest import dataset_rows
 from lobes.target_cache import build_target_cache
-from selection.outputs import file_sha256
 
-SAMPLE_RATE = 16000
 FORMAT_VERSION = 1
 
 
@@ -96,7 +96,7 @@ class NoisyCrops:
 
 def manifest_items(csv_path, data_root, crops=None):
     """``(item_id, wav, start, stop)`` for every utterance of a manifest (or its crops)."""
-    rows = load_data_csv(str(csv_path), replacements={"data_root": str(data_root)})
+    rows = dataset_rows(csv_path, data_root)
     items = []
     for utt_id, row in rows.items():
         n_samples = int(round(float(row["duration"]) * SAMPLE_RATE))
@@ -115,9 +115,9 @@ def item_batches(items, batch_size, crops=None):
         sigs = []
         for item_id, wav, start, stop in chunk:
             if crops is None:  # the whole file, whatever the rounding of the manifest's duration
-                sigs.append(read_audio(wav))
+                sigs.append(load_audio(wav))
             else:
-                sigs.append(crops.corrupt(read_audio({"file": wav, "start": start, "stop": stop}), item_id))
+                sigs.append(crops.corrupt(load_audio(wav, start=start, stop=stop), item_id))
         lengths = torch.tensor([len(sig) for sig in sigs], dtype=torch.float)
         wavs = torch.nn.utils.rnn.pad_sequence(sigs, batch_first=True)
         yield [item[0] for item in chunk], wavs, lengths / wavs.shape[1]
@@ -127,7 +127,7 @@ def cache_key(fingerprint, csv_path, crops=None):
     """Hex key of (encoder fingerprint, manifest bytes, view)."""
     spec = {"format": FORMAT_VERSION, "encoder": fingerprint, "manifest": file_sha256(csv_path),
             "crops": None if crops is None else asdict(crops)}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return settings_hash(spec)
 
 
 def cache_features(encoder, csv_path, data_root, cache_root, crops=None, batch_size=8, fingerprint=None):

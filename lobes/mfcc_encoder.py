@@ -8,15 +8,15 @@ both alike. :func:`load_encoder` picks one from a source string.
 import torch
 from torch import nn
 
+from common.mfcc import HOP_SAMPLES, MFCCFrontEnd
 from lobes.encoder import FrozenTeacher, sample_mask
-
-HOP_SAMPLES = 160  # 10 ms at 16 kHz
 
 
 class MFCCEncoder(nn.Module):
     """MFCCs with deltas, normalised per utterance, at the SSL frame rate.
 
-    SpeechBrain's MFCC (25 ms windows, 10 ms hop, no context window); each
+    The project's MFCC front end (:class:`common.mfcc.MFCCFrontEnd`: SpeechBrain's
+    MFCC, 25 ms windows, 10 ms hop, no context window); each
     coefficient is normalised to zero mean and unit variance over the
     utterance's real frames (CMVN), and ``stack`` consecutive frames are
     concatenated (2: 20 ms frames, the rate of HuBERT/WavLM).
@@ -41,13 +41,12 @@ class MFCCEncoder(nn.Module):
     num_layers = 0  # a single hidden state, index 0
 
     def __init__(self, n_mfcc=13, deltas=True, stack=2):
-        from speechbrain.lobes.features import MFCC
-
         super().__init__()
         self.config = {"kind": "mfcc", "n_mfcc": n_mfcc, "deltas": deltas, "stack": stack,
                        "hop_samples": HOP_SAMPLES}
         self.stack = stack
-        self.mfcc = MFCC(n_mfcc=n_mfcc, deltas=deltas, context=False)
+        self.front_end = MFCCFrontEnd(n_mfcc=n_mfcc, deltas=deltas, threads=None)
+        self.mfcc = self.front_end.mfcc  # a submodule: its buffers are part of the encoder's fingerprint
         self.hidden_size = n_mfcc * (3 if deltas else 1) * stack
         self.requires_grad_(False)
         super().train(False)
@@ -66,7 +65,7 @@ class MFCCEncoder(nn.Module):
 
     def utterance(self, wav):
         """``[T, D]`` features of one unpadded waveform ``[S]``."""
-        feats = self.mfcc(wav[None])[0]  # [S // HOP_SAMPLES + 1, F]
+        feats = self.front_end.utterance(wav)  # [S // HOP_SAMPLES + 1, F]
         feats = (feats - feats.mean(0)) / torch.sqrt(feats.var(0, unbiased=False) + 1e-5)
         n_frames = len(feats) // self.stack  # an incomplete last stack is dropped
         return feats[: n_frames * self.stack].reshape(n_frames, self.hidden_size)

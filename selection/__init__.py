@@ -2,7 +2,7 @@
 
 Modules, in pipeline order:
 
-* :mod:`selection.manifest` -- read and validate SpeechBrain CSV manifests;
+* :mod:`common.manifest` -- read and validate SpeechBrain CSV manifests;
 * :mod:`selection.audio` -- 16 kHz mono loading with documented skips;
 * :mod:`selection.features` -- MFCC or HF SSL hidden-layer features, streamed;
 * :mod:`selection.units` -- k-means units keyed by utterance ID, sharding;

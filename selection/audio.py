@@ -1,68 +1,12 @@
-"""Load manifest audio as 16 kHz mono, skipping (and recording) unreadable files.
-
-Choices
--------
-* Audio is read with :mod:`soundfile` (as SpeechBrain's dataio does), as float32.
-* Multi-channel audio is averaged to mono.
-* Another sample rate is converted with :func:`torchaudio.functional.resample`
-  (band-limited sinc interpolation with a Hann window, torchaudio's default), the
-  same kernel SpeechBrain's ``Resample`` uses: good quality, no extra dependency.
-* A missing, unreadable (corrupt) or empty file, or one holding non-finite
-  samples, raises :class:`AudioError` from :func:`load_audio`; :class:`AudioStream`
-  logs a warning, records ``(utt_id, reason)`` in ``skipped`` and goes on.
-"""
+"""Stream manifest audio, skipping (and recording) unreadable files (reading: :func:`common.audio.load_audio`)."""
 
 import logging
-import os
 
-import numpy as np
-import soundfile as sf
-import torch
-import torchaudio.functional as AF
+from tqdm import tqdm
 
-SAMPLE_RATE = 16000
+from common.audio import SAMPLE_RATE, AudioError, load_audio
 
 logger = logging.getLogger(__name__)
-
-
-class AudioError(RuntimeError):
-    """An audio file cannot be used (missing, unreadable, empty or non-finite)."""
-
-
-def load_audio(path, sample_rate=SAMPLE_RATE):
-    """Read one audio file as a mono float32 waveform at ``sample_rate``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Audio file in any format libsndfile reads (FLAC, WAV, ...).
-    sample_rate : int
-        Output sample rate; other rates are resampled (see module notes).
-
-    Returns
-    -------
-    torch.Tensor
-        Waveform, shape ``[samples]``, float32.
-
-    Raises
-    ------
-    AudioError
-        If the file is missing, unreadable, empty or holds non-finite samples.
-    """
-    if not os.path.isfile(path):
-        raise AudioError(f"missing file {path}")
-    try:
-        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, ValueError) as err:  # LibsndfileError is a RuntimeError
-        raise AudioError(f"unreadable file {path}: {err}") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"empty file {path}")
-    if not np.isfinite(data).all():
-        raise AudioError(f"non-finite samples in {path}")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
-    if file_rate != sample_rate:
-        wav = AF.resample(wav, file_rate, sample_rate)
-    return wav
 
 
 class AudioStream:
@@ -70,12 +14,15 @@ class AudioStream:
 
     Parameters
     ----------
-    manifest : selection.manifest.Manifest
+    manifest : common.manifest.Manifest
         Where IDs and paths come from.
     ids : sequence of str, optional
         Which utterances, in which order (default: all, in manifest order).
     sample_rate : int
         Output sample rate.
+    progress : str, optional
+        Show a progress bar with this description: audio seconds read of the
+        total (by the manifest's durations), rate and time left.
 
     Attributes
     ----------
@@ -85,10 +32,11 @@ class AudioStream:
         is also logged as a warning.
     """
 
-    def __init__(self, manifest, ids=None, sample_rate=SAMPLE_RATE):
+    def __init__(self, manifest, ids=None, sample_rate=SAMPLE_RATE, progress=None):
         self.manifest = manifest
         self.ids = list(manifest.ids if ids is None else ids)
         self.sample_rate = sample_rate
+        self.progress = progress
         self.skipped = []
 
     def __len__(self):
@@ -96,11 +44,23 @@ class AudioStream:
 
     def __iter__(self):
         self.skipped = []
-        for utt_id in self.ids:
-            try:
-                wav = load_audio(self.manifest.wav_path(utt_id), self.sample_rate)
-            except AudioError as err:
-                logger.warning("skipping %s: %s", utt_id, err)
-                self.skipped.append((utt_id, str(err)))
-                continue
-            yield utt_id, wav
+        durations = self.manifest.durations_of(self.ids)
+        bar = None
+        if self.progress is not None:
+            total = float(durations.sum())
+            bar = tqdm(total=round(total), unit="audio-s", desc=f"{self.progress} ({total / 3600:.2f} h)",
+                       smoothing=0.05)
+        try:
+            for utt_id, duration in zip(self.ids, durations):
+                if bar is not None:
+                    bar.update(float(duration))
+                try:
+                    wav = load_audio(self.manifest.wav_path(utt_id), self.sample_rate)
+                except AudioError as err:
+                    logger.warning("skipping %s: %s", utt_id, err)
+                    self.skipped.append((utt_id, str(err)))
+                    continue
+                yield utt_id, wav
+        finally:
+            if bar is not None:
+                bar.close()

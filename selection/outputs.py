@@ -1,12 +1,11 @@
 """Write a selection: subset manifest, s3prl and fairseq lists, provenance JSON.
 
 Every writer goes through a temporary file renamed into place
-(:mod:`selection.atomic`), so an interrupted run leaves either the old file or
+(:mod:`common.atomic`), so an interrupted run leaves either the old file or
 the complete new one.
 """
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -15,7 +14,8 @@ import time
 import numpy as np
 import soundfile as sf
 
-from selection.atomic import atomic_write_text
+from common.atomic import atomic_write_text
+from common.hashing import file_sha256
 
 
 def write_subset_csv(pool, ids, path):
@@ -23,7 +23,7 @@ def write_subset_csv(pool, ids, path):
 
     Parameters
     ----------
-    pool : selection.manifest.Manifest
+    pool : common.manifest.Manifest
         Pool manifest (columns and raw rows, ``$data_root`` kept).
     ids : sequence of str
         Selected IDs.
@@ -58,7 +58,7 @@ def write_fairseq_tsv(manifest, ids, path, root, num_samples=None):
 
     Parameters
     ----------
-    manifest : selection.manifest.Manifest
+    manifest : common.manifest.Manifest
         Where paths come from (``data_root`` set if paths use the placeholder).
     ids : sequence of str
         Utterances to list, in order.
@@ -95,15 +95,6 @@ def write_len_for_bucket_csv(manifest, ids, path, root, num_samples=None):
     for index, (rel, n, label) in enumerate(zip(_relative_paths(manifest, ids, root), counts, labels)):
         writer.writerow([index, rel, n, label])
     atomic_write_text(path, buffer.getvalue())
-
-
-def file_sha256(path, block=1 << 20):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for piece in iter(lambda: handle.read(block), b""):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def _plain(value):

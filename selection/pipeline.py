@@ -8,29 +8,24 @@ split over processes: each ``rank`` of ``world_size`` writes its shard and the
 caller merges them after a barrier (see :func:`merge_units`).
 """
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
+from common.hashing import file_sha256, settings_hash
 from selection.audio import AudioStream
 from selection.features import iter_features
-from selection.outputs import file_sha256
-from selection.units import (KMeansCodebook, UnitSet, extract_units, merge_unit_shards, sample_frames,
-                             sample_utterances, shard_ids, shard_path)
+from selection.units import (
+    KMeansCodebook,
+    UnitSet,
+    extract_units,
+    merge_unit_shards,
+    sample_frames,
+    sample_utterances,
+    shard_ids,
+    shard_path,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def config_hash(settings):
-    """Short stable hash of a JSON-serialisable settings dict.
-
-    Example
-    -------
-    >>> config_hash({"k": 100}) == config_hash({"k": 100})
-    True
-    """
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class UnitPipeline:
@@ -82,12 +77,12 @@ class UnitPipeline:
                          "kmeans": self.kmeans_settings}
 
     def codebook_path(self, fit_manifest):
-        key = config_hash({**self.settings, "fit_manifest": file_sha256(fit_manifest.path)})
+        key = settings_hash({**self.settings, "fit_manifest": file_sha256(fit_manifest.path)}, 12)
         return self.folder / f"codebook-k{self.n_clusters}-{key}.joblib"
 
     def units_path(self, codebook_path, manifest, name):
-        key = config_hash({"codebook": codebook_path.name, "dedup": self.dedup,
-                           "manifest": file_sha256(manifest.path)})
+        key = settings_hash({"codebook": codebook_path.name, "dedup": self.dedup,
+                             "manifest": file_sha256(manifest.path)}, 12)
         return self.folder / f"units-{name}-{key}.npz"
 
     def fit_codebook(self, fit_manifest):
@@ -105,7 +100,8 @@ class UnitPipeline:
                                 self.fit_hours, self.seed)
         logger.info("k-means stage: features of %d utterances (%.2f h) from %s",
                     len(ids), self.fit_hours, fit_manifest.path)
-        features = iter_features(AudioStream(fit_manifest, ids), self.extractor, self.batch_size)
+        stream = AudioStream(fit_manifest, ids, progress="k-means sample: features")
+        features = iter_features(stream, self.extractor, self.batch_size)
         frames = sample_frames(features, self.max_fit_frames, self.seed, self.frames_per_utterance)
         codebook = KMeansCodebook(self.n_clusters, seed=self.seed, **self.kmeans_settings)
         codebook.fit(frames)
@@ -130,7 +126,7 @@ class UnitPipeline:
             return out
         ids = shard_ids(manifest.ids, rank, world_size)
         logger.info("units stage: %d utterances of %s -> %s", len(ids), name, out)
-        stream = AudioStream(manifest, ids)
+        stream = AudioStream(manifest, ids, progress=f"units of {name}" + (f" (shard {rank})" if world_size > 1 else ""))
         units = extract_units(iter_features(stream, self.extractor, self.batch_size), codebook,
                               self.extractor.frame_rate, self.dedup)
         if stream.skipped:
@@ -159,10 +155,10 @@ class UnitPipeline:
 
         Parameters
         ----------
-        fit_manifest : selection.manifest.Manifest
+        fit_manifest : common.manifest.Manifest
             Where the k-means sample is drawn from.
         manifests : dict
-            Name -> :class:`selection.manifest.Manifest` to turn into units.
+            Name -> :class:`common.manifest.Manifest` to turn into units.
 
         Returns
         -------

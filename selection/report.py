@@ -5,7 +5,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from selection.atomic import atomic_path
+from common.atomic import atomic_path
 from selection.ngrams import NgramHasher
 
 
@@ -61,11 +61,11 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
     ----------
     path : str or os.PathLike
         Destination ``.png`` (written atomically).
-    pool : selection.manifest.Manifest
+    pool : common.manifest.Manifest
         Pool manifest.
     subset_ids : sequence of str
         Selected IDs.
-    target : selection.manifest.Manifest, optional
+    target : common.manifest.Manifest, optional
         Target manifest.
     pool_units, target_units : selection.units.UnitSet, optional
         Units for the divergence panel.

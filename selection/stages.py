@@ -35,11 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from selection.atomic import atomic_write_text
-from selection.manifest import read_manifest
-from selection.outputs import (count_samples, file_sha256, write_fairseq_tsv, write_len_for_bucket_csv,
-                               write_selection_json, write_subset_csv)
-from selection.pipeline import UnitPipeline, config_hash
+from common.atomic import atomic_write_text
+from common.hashing import file_sha256, settings_hash
+from common.manifest import read_manifest
+from selection.outputs import (
+    count_samples,
+    write_fairseq_tsv,
+    write_len_for_bucket_csv,
+    write_selection_json,
+    write_subset_csv,
+)
+from selection.pipeline import UnitPipeline
 from selection.report import write_report
 from selection.selectors.base import SelectionResult, TargetError
 from selection.units import unit_quality
@@ -59,7 +65,7 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None):
 
     Parameters
     ----------
-    pool : selection.manifest.Manifest
+    pool : common.manifest.Manifest
         Pool manifest.
     budget_hours : float, optional
         Absolute budget (takes precedence).
@@ -77,7 +83,7 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None):
 
     Example
     -------
-    >>> from selection.manifest import Manifest
+    >>> from common.manifest import Manifest
     >>> pool = Manifest("pool.csv", ["ID", "duration", "wav"],
     ...                 [{"ID": "a", "duration": "1800", "wav": "a.flac"},
     ...                  {"ID": "b", "duration": "1800", "wav": "b.flac"}])
@@ -178,7 +184,7 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
 
     Raises
     ------
-    selection.manifest.ManifestError
+    common.manifest.ManifestError
         For a malformed manifest (the message names the file and line).
     selection.selectors.base.TargetError
         If the selector is target-aware and the target manifest is missing or empty.
@@ -234,7 +240,7 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
 
 def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance):
     """Run the selector and write every output, unless done for the same key."""
-    key = config_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
+    key = settings_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
                                   for name, p in inputs.items() if name != "codebook"},
                        "data_root": str(Path(pool.data_root).resolve()), "selector": type(selector).__name__,
                        "settings": selector.settings(), "budget_hours": budget, "seed": seed})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selection.manifest import Manifest
+from common.manifest import Manifest
 from selection.units import UnitSet
 
 
@@ -33,7 +33,7 @@ class SyntheticCorpus:
     durations: np.ndarray
 
     def manifest(self, ids=None, name="<synthetic>"):
-        """In-memory :class:`selection.manifest.Manifest` (``ID,duration,wav,domain``)."""
+        """In-memory :class:`common.manifest.Manifest` (``ID,duration,wav,domain``)."""
         index = np.arange(len(self.units)) if ids is None else self.units.rows(ids)
         rows = [{"ID": self.units.ids[i], "duration": f"{self.durations[i]:.2f}",
                  "wav": f"$data_root/{self.units.ids[i]}.flac", "domain": str(self.domains[i])}

@@ -20,7 +20,7 @@ import joblib
 import numpy as np
 import torch
 
-from selection.atomic import atomic_path
+from common.atomic import atomic_path
 from selection.ngrams import gather_ranges
 
 logger = logging.getLogger(__name__)

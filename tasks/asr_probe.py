@@ -31,65 +31,44 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from common.audio import load_audio
+from common.manifest import load_dataset
 from lobes.feature_cache import cache_features, encoder_fingerprint
 from lobes.mfcc_encoder import load_encoder
 from lobes.probe_brain import LayerMixProbeBrain
 
 logger = logging.getLogger(__name__)
-BLANK = "<blank>"
 
 
-class CharVocabulary:
-    """Characters of the training transcripts; index 0 is the CTC blank.
+def load_text_encoder(folder, train):
+    """SpeechBrain's CTC character encoder: blank 0, the training transcripts' characters, ``<unk>`` last.
 
-    Characters it does not know (in a test transcript) are dropped when
-    encoding; the references used for WER/CER stay untouched.
-
-    Parameters
-    ----------
-    tokens : list of str
-        ``[BLANK, c1, c2, ...]``.
+    Built from ``train``'s ``wrd`` column on the first run and saved to
+    ``folder/chars.txt`` (on the main process); a resumed run reloads it, so the
+    output layer keeps its meaning. Characters unseen in training map to ``<unk>``.
     """
-
-    def __init__(self, tokens):
-        self.tokens = list(tokens)
-        self.index = {token: i for i, token in enumerate(self.tokens)}
-
-    @classmethod
-    def from_texts(cls, texts):
-        return cls([BLANK] + sorted(set("".join(texts))))
-
-    def encode(self, text):
-        return [self.index[c] for c in text if c in self.index]
-
-    def decode(self, ids):
-        return "".join(self.tokens[i] for i in ids if i != 0)
-
-    def __len__(self):
-        return len(self.tokens)
+    folder = Path(folder)
+    if (folder / "chars.json").exists():
+        raise RuntimeError(f"{folder} holds a probe run started before the character vocabulary moved to "
+                           "SpeechBrain's CTCTextEncoder (chars.json): restart it in a new output_folder")
+    chars = sorted({char for utt_id in train.data_ids for char in train.data[utt_id]["wrd"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder = CTCTextEncoder()  # load_or_create: built and saved on the main process, loaded by every process
+    encoder.load_or_create(folder / "chars.txt", from_iterables=[chars], sequence_input=False,
+                           special_labels={"blank_label": 0, "unk_label": "<unk>"})
+    encoder.expect_len(len(encoder.lab2ind))
+    return encoder
 
 
-def load_vocabulary(path, train):
-    """The saved vocabulary (a resumed run keeps its output layer) or a new one from ``train``."""
-    path = Path(path)
-    if not path.exists():
-        vocab = CharVocabulary.from_texts(train.data[i]["wrd"] for i in train.data_ids)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(vocab.tokens))
-        tmp.replace(path)
-    return CharVocabulary(json.loads(path.read_text()))
-
-
-def greedy_transcripts(log_probs, frame_lengths, vocab):
-    """Best-path CTC decoding: ``[B, T, V]`` log-probabilities → list of word lists."""
-    best = log_probs.argmax(-1)
-    out = []
-    for row, n in zip(best, frame_lengths):
-        ids = torch.unique_consecutive(row[: int(n)]).tolist()
-        out.append(vocab.decode(ids).split())
-    return out
+def greedy_transcripts(log_probs, frame_lengths, text_encoder):
+    """Best-path CTC decoding (SpeechBrain's ``ctc_greedy_decode``): ``[B, T, V]`` → list of word lists."""
+    relative = frame_lengths.float() / log_probs.shape[1]
+    sequences = ctc_greedy_decode(log_probs, relative, blank_id=0)
+    return ["".join(text_encoder.decode_ndim(ids)).split() for ids in sequences]
 
 
 def error_rate_stats():
@@ -146,19 +125,18 @@ def dataio_prepare(hparams, splits, caches=None):
     """Datasets of transcripts and cached features (``feats``), or audio (``sig``) without ``caches``."""
     datasets = {}
     for split in splits:
-        data = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            str(Path(hparams["manifest_folder"]) / f"{split}.csv"), replacements={"data_root": hparams["data_folder"]})
+        data = load_dataset(Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"])
         if caches is None:
-            sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+            sb.dataio.dataset.add_dynamic_item([data], load_audio, takes="wav", provides="sig")
         else:
             sb.dataio.dataset.add_dynamic_item([data], caches[split].get, takes="id", provides="feats")
         datasets[split] = data
-    vocab = load_vocabulary(Path(hparams["save_folder"]) / "chars.json", datasets[hparams["train_split"]])
+    vocab = load_text_encoder(hparams["save_folder"], datasets[hparams["train_split"]])
 
     @sb.utils.data_pipeline.takes("wrd")
     @sb.utils.data_pipeline.provides("tokens")
     def tokens(wrd):
-        return torch.LongTensor(vocab.encode(wrd))
+        return vocab.encode_sequence_torch(list(wrd))
 
     sb.dataio.dataset.add_dynamic_item(list(datasets.values()), tokens)
     inputs = "sig" if caches is None else "feats"

@@ -30,13 +30,15 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from common.audio import SAMPLE_RATE, load_audio
+from common.manifest import load_dataset
 from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
 from lobes.target_cache import build_target_caches
 from tasks.process_group import init_process_group
+from tasks.subset import select_subset
 
 logger = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 class DistillBrain(sb.Brain):
@@ -51,6 +53,7 @@ class DistillBrain(sb.Brain):
     """
 
     cnn_cached = False  # True: batches carry the teacher's CNN output (``cnn_features``)
+    targets_cached = False  # True: batches carry the teacher's targets (``targets``)
     target_stats = None  # (mean, std) ``[N, D]``: targets are standardised per layer and dimension
 
     def on_fit_start(self):
@@ -64,12 +67,12 @@ class DistillBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        if hasattr(batch, "cnn_features"):
+        if self.cnn_cached:
             return self.modules.student(wavs, wav_lens, cnn_features=batch.cnn_features.data)
         return self.modules.student(wavs, wav_lens)
 
     def teacher_targets(self, batch):
-        if hasattr(batch, "targets"):
+        if self.targets_cached:
             targets, _ = batch.targets  # [B, T, N, D]
             targets = targets.permute(2, 0, 1, 3)
         else:
@@ -117,20 +120,14 @@ class DistillBrain(sb.Brain):
 
 def ensure_subset(hparams):
     """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
-    if hparams["selection"] is None:
-        return Path(hparams["pool_manifest"])
-    from selection.stages import run_selection
-
-    subset_csv, _ = run_selection(**hparams["selection"])
+    subset_csv, _ = select_subset(hparams, Path(hparams["output_folder"]) / "selection")
     return subset_csv
 
 
 def load_datasets(hparams, subset_csv):
     """The subset (training) and the first ``valid_utterances`` of the validation split, by duration."""
-    replacements = {"data_root": hparams["data_folder"]}
-    train = sb.dataio.dataset.DynamicItemDataset.from_csv(str(subset_csv), replacements=replacements)
-    valid = sb.dataio.dataset.DynamicItemDataset.from_csv(
-        str(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv"), replacements=replacements)
+    train = load_dataset(subset_csv, hparams["data_folder"])
+    valid = load_dataset(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv", hparams["data_folder"])
     return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
 
 
@@ -148,7 +145,7 @@ def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=
     @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
     def train_crop(wav, utt_id, duration):
         start, length = random_aligned_crop(round(float(duration) * SAMPLE_RATE), crop, hop)
-        sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + length})
+        sig = load_audio(wav, start=start, stop=start + length)
         yield sig
         n_frames = int(teacher.frame_lengths(torch.tensor(len(sig))))
         yield None if train_cache is None else train_cache.get(utt_id, start // hop, n_frames)
@@ -157,7 +154,7 @@ def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=
     @sb.utils.data_pipeline.takes("wav", "id")
     @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
     def whole(wav, utt_id):
-        yield sb.dataio.dataio.read_audio(wav)
+        yield load_audio(wav)
         yield None if valid_cache is None else valid_cache.get(utt_id)
         yield None if valid_cnn_cache is None else valid_cnn_cache.get(utt_id)[:, 0]
 
@@ -174,7 +171,7 @@ def whole_utterance_batches(dataset, batch_size):
     rows = {i: {k: v for k, v in dataset.data[i].items() if k != "id"} for i in dataset.data_ids}
     data = sb.dataio.dataset.DynamicItemDataset(rows)
     data = data.filtered_sorted(sort_key="duration")
-    sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav", provides="sig")
+    sb.dataio.dataset.add_dynamic_item([data], load_audio, takes="wav", provides="sig")
     sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
     loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
     return ((batch.id, *batch.sig) for batch in loader), len(loader)
@@ -213,7 +210,7 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
 
 def check_cnn_cache(hparams, student, teacher):
     """Whether to cache the CNN's output: ``cache_cnn_features``, valid only for a frozen copy of the teacher's CNN."""
-    if not hparams.get("cache_cnn_features", False):
+    if not hparams["cache_cnn_features"]:
         return False
     if not hparams["cache_teacher_targets"]:
         logger.warning("cache_cnn_features ignored: the CNN's output is stored with the teacher targets, and "
@@ -283,6 +280,7 @@ def main(argv):
                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.teacher = teacher.to(brain.device)
     brain.cnn_cached = "train_cnn_cache" in caches
+    brain.targets_cached = "train_cache" in caches
     brain.target_stats = target_statistics(hparams, caches.get("train_cache"))
     brain.target_layers = student.target_layers
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],

@@ -5,11 +5,12 @@ Stages (each cached and skipped when done; see ``selection.stages``): corpus
 preparation (when missing), features -> k-means -> units of the pool and the
 target, selection, outputs (``subset.csv``, s3prl and fairseq lists,
 ``selection.json``, ``report.png``) in ``<output_folder>``. Re-running the same
-command resumes; one hparams file per selector.
+command resumes. The method is a selection file (``--selection=<name>``: see
+:mod:`tasks.subset`).
 
 Usage
 -----
-python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select_cds.yaml [--key=value ...]
+python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select.yaml [--selection=random ...]
 torchrun --nproc_per_node=2 recipes/SynthDomains/selection/select_subset.py <hparams>   # units extracted in 2 shards
 
 Several processes share the unit extraction (each takes a shard of the
@@ -26,8 +27,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
-from selection.stages import run_selection
 from tasks.process_group import init_process_group
+from tasks.subset import select_subset
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,12 @@ def main(argv):
 
     run_on_main(hparams["prepare_data"])
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    subset, result = run_selection(
-        hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], hparams["extractor"],
-        hparams["unit_settings"], hparams["selector"], hparams["output_folder"],
-        units_folder=hparams["units_folder"], budget_hours=hparams["budget_hours"],
-        budget_fraction=hparams["budget_fraction"], seed=hparams["seed"],
-        rank=torch.distributed.get_rank() if distributed else 0,
+    subset, result = select_subset(
+        hparams, hparams["output_folder"], rank=torch.distributed.get_rank() if distributed else 0,
         world_size=torch.distributed.get_world_size() if distributed else 1, barrier=ddp_barrier)
-    if if_main_process():
+    if result is None:
+        logger.info("selection '%s' selects nothing: the subset is the whole pool, %s", hparams["selection"], subset)
+    elif if_main_process():
         logger.info("%s: %d utterances, %.3f h (budget %.3f h) -> %s", result.selector, result.n_utterances,
                     result.hours, result.budget_hours, subset)
 

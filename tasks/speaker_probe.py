@@ -36,10 +36,11 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataio import load_data_csv
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
+from common.audio import load_audio
+from common.manifest import dataset_rows
 from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint
 from lobes.mfcc_encoder import load_encoder
 from lobes.probe_brain import LayerMixProbeBrain
@@ -194,15 +195,14 @@ def crop_dataset(hparams, split, rows, cache=None):
         sb.dataio.dataset.add_dynamic_item([data], cache.get, takes="id", provides="feats")
     else:
         def noisy_crop(item_id, wav, start, stop):
-            return crops.corrupt(sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": stop}), item_id)
+            return crops.corrupt(load_audio(wav, start=start, stop=stop), item_id)
         sb.dataio.dataset.add_dynamic_item([data], noisy_crop, takes=["id", "wav", "start", "stop"], provides="sig")
     return data
 
 
 def dataio_prepare(hparams, caches=None):
     """Datasets of crops (train, valid, test and maybe verification), the speakers and the trials."""
-    rows = {split: load_data_csv(str(Path(hparams["manifest_folder"]) / f"{split}.csv"),
-                                 replacements={"data_root": str(hparams["data_folder"])})
+    rows = {split: dataset_rows(Path(hparams["manifest_folder"]) / f"{split}.csv", hparams["data_folder"])
             for split in probe_splits(hparams)}
     speakers = sorted({row["spk_id"] for row in rows[hparams["train_split"]].values()})
     label = {spk: i for i, spk in enumerate(speakers)}

@@ -28,16 +28,16 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
+from common.audio import SAMPLE_RATE, load_audio
+from common.manifest import load_dataset, read_manifest
+from common.mfcc import HOP_SAMPLES, MFCCFrontEnd
 from lobes.crops import frame_count, random_aligned_crop
-from selection.features import MFCCExtractor
-from selection.manifest import read_manifest
+from lobes.students import export_model_folder
 from selection.pipeline import UnitPipeline
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 320  # HuBERT CNN stride: 50 frames per second
-MFCC_HOP = 160  # 100 MFCC frames per second: the teacher frame i is MFCC frame 2i + 1
 
 
 def span_mask(frame_lengths, n_frames, start_prob, span, min_spans=2):
@@ -127,7 +127,8 @@ def split_ids(ids, valid_fraction, seed):
 
 def build_targets(hparams, manifest):
     """MFCC k-means units of the whole training split (cached stages; see selection.pipeline)."""
-    pipeline = UnitPipeline(MFCCExtractor(), {"kind": "mfcc", "n_mfcc": 13, "deltas": True},
+    extractor = MFCCFrontEnd()
+    pipeline = UnitPipeline(extractor, extractor.settings(),
                             hparams["n_clusters"], hparams["units_folder"], fit_hours=hparams["kmeans_fit_hours"],
                             max_fit_frames=hparams["kmeans_max_frames"], frames_per_utterance=100,
                             seed=hparams["seed"])
@@ -138,17 +139,16 @@ def build_targets(hparams, manifest):
 def dataio_prepare(hparams, units):
     """Train (random aligned crops) and valid (whole utterances, capped) datasets."""
     csv_path = Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv"
-    data = sb.dataio.dataset.DynamicItemDataset.from_csv(str(csv_path),
-                                                         replacements={"data_root": hparams["data_folder"]})
+    data = load_dataset(csv_path, hparams["data_folder"])
     ids = [utt_id for utt_id in data.data_ids if utt_id in units]
     train_ids, valid_ids = split_ids(ids, hparams["valid_fraction"], hparams["seed"])
     crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // FRAME_SAMPLES * FRAME_SAMPLES
     config = hparams["hubert_config"]
 
     def take(wav, utt_id, n_samples, start):
-        sig = sb.dataio.dataio.read_audio({"file": wav, "start": start, "stop": start + n_samples})
+        sig = load_audio(wav, start=start, stop=start + n_samples)
         sig = (sig - sig.mean()) / (sig.std() + 1e-7)
-        first_unit = start // MFCC_HOP + 1
+        first_unit = start // HOP_SAMPLES + 1  # 100 MFCC frames/s: teacher frame i is MFCC frame 2i + 1
         targets = torch.from_numpy(units[utt_id][first_unit::2].astype(np.int64))
         return sig, targets[: frame_count(len(sig), config.conv_kernel, config.conv_stride)]
 
@@ -176,18 +176,10 @@ def export_teacher(hubert, folder):
     """Save the encoder as a HF model folder with its feature-extractor config."""
     from transformers import Wav2Vec2FeatureExtractor
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
     hubert.config.mask_time_prob = 0.05  # pretraining masking off; HF's fine-tuning default
-    hubert.save_pretrained(tmp)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(tmp)
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=True)
+    return export_model_folder(folder, hubert, extractor)
 
 
 def main(argv):

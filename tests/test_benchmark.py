@@ -9,14 +9,15 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from conftest import SYNTH_RECIPE
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
 
 from tasks.benchmark import cells, report
+from tasks.subset import load_selection
 
 BENCH = SYNTH_RECIPE / "benchmark"
 
 TINY_DISTILL = ["--num_workers=0", "--valid_utterances=4", "--batch_size=4", "--crop_seconds=1.0",
-                "--target_layers=[1,2]", "--student_layers=1", "--n_clusters=20", "--kmeans_fit_hours=0.02"]
+                "--target_layers=[1,2]", "--student_layers=1", "--units_overrides={n_clusters: 20, fit_hours: 0.02}"]
 TINY_ASR = ["--num_workers=0", "--number_of_epochs=1", "--lstm_units=16", "--lstm_layers=1", "--max_batch_seconds=30"]
 TINY_SPEAKER = ["--num_workers=0", "--number_of_epochs=1", "--n_crops=2", "--embedding_size=16"]
 
@@ -33,7 +34,7 @@ def write_yaml(path, config):
 
 
 def tiny_config(corpus, teacher_dir, tmp_path):
-    """Random and contrastive (kmeans) at one 10 % budget, the tiny teacher and MFCC, all tiny."""
+    """Random and contrastive at one 10 % budget, the tiny teacher and MFCC, all tiny."""
     pool_hours = read_manifest(corpus["save_folder"] / "pool.csv").total_hours
     return {
         "benchmark_name": "tiny", "output_folder": str(tmp_path / "bench"), "dry_run": False,
@@ -41,11 +42,12 @@ def tiny_config(corpus, teacher_dir, tmp_path):
         "manifest_folder": str(corpus["save_folder"]), "corpus_scale": corpus["scale"],
         "pool_manifest": str(corpus["save_folder"] / "pool.csv"), "teacher_source": str(teacher_dir),
         "train_hours_seen": 0.1 * pool_hours, "budgets": [0.1], "seed": 1234,
-        "selectors": {"random": {"hparams": "distill_random.yaml"}, "kmeans": {"hparams": "distill_kmeans.yaml"}},
+        "distill_hparams": "recipes/SynthDomains/distillation/hparams/distill_kmeans_hubert.yaml",
+        "selectors": {"random": {}, "contrastive": {}},
         "full_pool": None,
         "references": {"teacher": {"encoder_source": str(teacher_dir), "feature_folder": str(tmp_path / "f_teacher")},
                        "mfcc": {"encoder_source": "mfcc", "feature_folder": str(tmp_path / "f_mfcc")}},
-        "target_aware": ["kmeans"], "baseline": "random",
+        "target_aware": ["contrastive"], "baseline": "random",
         "asr_hparams": "recipes/SynthDomains/ASR/hparams/ctc_probe.yaml",
         "speaker_hparams": "recipes/SynthDomains/speaker/hparams/spk_probe.yaml",
         "distill_overrides": TINY_DISTILL + [f"--units_folder={tmp_path / 'units'}"],
@@ -121,9 +123,10 @@ def test_report_of_fabricated_results(tmp_path):
 def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     config = tiny_config(tiny_corpus, tiny_hubert_dir, tmp_path)
     config["selectors"]["random"]["seeds"] = [1, 2]
-    config["full_pool"] = {"hparams": "distill_full.yaml"}
+    config["full_pool"] = {}
     config["distill_overrides"] = ["--num_workers=0"]
-    config["selectors"]["kmeans"]["overrides"] = ["--n_clusters=20"]
+    config["selectors"]["contrastive"]["overrides"] = ["--selector_overrides={order: 3}"]
+    config["selectors"]["random_again"] = {"selection": "random"}  # a row name other than its file
     hparams = write_yaml(tmp_path / "bench.yaml", config)
     runner = load_runner()
     assert runner.main([str(hparams), "--dry_run=True", "--budgets=[0.05,0.2]"]) == 0
@@ -132,19 +135,22 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
 
     rows, hours = cells.build_plan(runner.load_hparams([str(hparams), "--budgets=[0.05,0.2]"]))
     names = [row.name for row in rows]
-    assert names == ["random_5pct_s1", "teacher", "mfcc", "random_5pct_s2", "kmeans_5pct_s1234", "random_20pct_s1",
-                     "random_20pct_s2", "kmeans_20pct_s1234", "full_s1234"]
+    assert names == ["random_5pct_s1", "teacher", "mfcc", "random_5pct_s2", "contrastive_5pct_s1234",
+                     "random_again_5pct_s1234", "random_20pct_s1", "random_20pct_s2", "contrastive_20pct_s1234",
+                     "random_again_20pct_s1234", "full_s1234"]
     by_name = {row.name: row for row in rows}
     assert by_name["random_5pct_s1"].epochs == round(0.1 * hours / (0.05 * hours)) == 2
-    assert by_name["kmeans_20pct_s1234"].epochs == 1 and by_name["full_s1234"].epochs == 1
-    distill, asr, spk = by_name["kmeans_5pct_s1234"].cells
+    assert by_name["contrastive_20pct_s1234"].epochs == 1 and by_name["full_s1234"].epochs == 1
+    distill, asr, spk = by_name["contrastive_5pct_s1234"].cells
     out = tmp_path / "bench"
-    assert {"--budget_fraction=0.05", "--seed=1234", "--number_of_epochs=2", "--experiment_name=kmeans_5pct_s1234",
-            f"--output_folder={out}/distill/kmeans_5pct_s1234", f"--cache_folder={out}/teacher_targets",
-            "--num_workers=0", "--n_clusters=20"} <= set(distill.argv)
-    assert f"--encoder_source={out}/distill/kmeans_5pct_s1234/save/student" in asr.argv
-    assert f"--feature_folder={out}/probe_features/kmeans_5pct_s1234" in spk.argv and "--n_crops=2" in spk.argv
-    assert not any(a.startswith("--budget_fraction") for a in by_name["full_s1234"].cells[0].argv)
+    assert {"--budget_fraction=0.05", "--seed=1234", "--number_of_epochs=2", "--selection=contrastive",
+            "--experiment_name=contrastive_5pct_s1234", f"--output_folder={out}/distill/contrastive_5pct_s1234",
+            f"--cache_folder={out}/teacher_targets", "--num_workers=0",
+            "--selector_overrides={order: 3}"} <= set(distill.argv)
+    assert f"--encoder_source={out}/distill/contrastive_5pct_s1234/save/student" in asr.argv
+    assert f"--feature_folder={out}/probe_features/contrastive_5pct_s1234" in spk.argv and "--n_crops=2" in spk.argv
+    assert "--selection=random" in by_name["random_again_5pct_s1234"].cells[0].argv
+    assert "--selection=full" in by_name["full_s1234"].cells[0].argv
     assert f"--feature_folder={tmp_path / 'f_mfcc'}" in by_name["mfcc"].cells[0].argv
     for cell in (distill, asr, spk):
         assert " ".join(cell.argv[1:]) in printed
@@ -155,7 +161,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     config["asr_overrides"] = ["number_of_epochs=1"]
     with pytest.raises(ValueError, match="not of the form --key=value"):
         cells.build_plan(config)
-    with pytest.raises(ValueError, match="selectors: x needs an hparams file"):
+    with pytest.raises(FileNotFoundError, match="'x': no file .*x.yaml"):
         cells.build_plan(config | {"asr_overrides": [], "selectors": {"x": None}})
     with pytest.raises(FileNotFoundError, match="pool manifest .* generate the corpus"):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
@@ -164,18 +170,21 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
 @pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 79), ("benchmark_quick.yaml", 13)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports."""
-    monkeypatch.syspath_prepend(str(SYNTH_RECIPE.parent))  # the recipes' hparams name SynthDomains.<module>
     corpus = [f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
               f"--corpus_scale={tiny_corpus['scale']}", f"--output_folder={tmp_path}"]
     rows, _ = cells.build_plan(load_runner().load_hparams([str(BENCH / "hparams" / name), *corpus]))
     assert sum(len(row.cells) for row in rows) == n_cells
     checked = set()
-    for cell in (cell for row in rows for cell in row.cells if cell.argv[2] not in checked):
-        checked.add(cell.argv[2])
+    for cell in (cell for row in rows for cell in row.cells):
         hparams_file, _, overrides = sb.parse_arguments(list(cell.argv[2:]))
         with open(cells.resolve(hparams_file), encoding="utf-8") as handle:
-            load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
-    assert len(checked) == (10 if name == "benchmark.yaml" else 5)  # distillation variants + both probes
+            hparams = load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
+        if cell.kind == "distill":  # and the selection file with its overrides
+            load_selection(cells.resolve(hparams["selection_folder"]), hparams["selection"],
+                           hparams["units_overrides"], hparams["selector_overrides"], hparams["seed"])
+            checked.add(hparams["selection"])
+    expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "full"}
+    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir"})
 
 
 def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
@@ -187,7 +196,7 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
 
     rows = table((out / "results.md").read_text())
     header = [h for _, h, _ in report.COLUMNS]
-    assert set(rows) == {"random_10pct_s1234", "kmeans_10pct_s1234", "teacher", "mfcc"}
+    assert set(rows) == {"random_10pct_s1234", "contrastive_10pct_s1234", "teacher", "mfcc"}
     # every figure of the table is the one its cell's recipe wrote
     sources = {"WER test_in": ("asr", "asr_test_in", "WER"), "CER test_in": ("asr", "asr_test_in", "CER"),
                "WER test_target": ("asr", "asr_test_target", "WER"),
@@ -197,16 +206,16 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
         for column, (kind, split, metric) in sources.items():
             value = json.loads((out / kind / name / "results.json").read_text())["metrics"][split][metric]
             assert cols[header.index(column)] == ("–" if value is None else f"{value:.2f}"), (name, column)
-    distilled = json.loads((out / "distill" / "kmeans_10pct_s1234" / "distillation.json").read_text())
-    assert rows["kmeans_10pct_s1234"][header.index("hours used")] == f"{distilled['subset_hours']:.3f}"
-    assert distilled["subset_hours"] > 0 and rows["kmeans_10pct_s1234"][header.index("epochs")] == "1"
+    distilled = json.loads((out / "distill" / "contrastive_10pct_s1234" / "distillation.json").read_text())
+    assert rows["contrastive_10pct_s1234"][header.index("hours used")] == f"{distilled['subset_hours']:.3f}"
+    assert distilled["subset_hours"] > 0 and rows["contrastive_10pct_s1234"][header.index("epochs")] == "1"
     assert (out / "results.png").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["finished_cells"] == results["settings"]["total_cells"] == 10
     wer_target = {r["name"]: r["wer_target"] for r in results["rows"]}
     assert results["aggregate"][0]["difference"] == pytest.approx(
-        wer_target["kmeans_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
-    assert not (out / "probe_features" / "kmeans_10pct_s1234").exists()  # deleted once both probes finished
+        wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
+    assert not (out / "probe_features" / "contrastive_10pct_s1234").exists()  # deleted once both probes finished
     assert (tmp_path / "f_teacher").exists()  # a reference's features are kept
 
     logs = sorted((out / "logs").glob("*.log"))

@@ -13,7 +13,7 @@ from speechbrain.dataio.dataio import read_audio
 from conftest import SYNTH_RECIPE
 from lobes.encoder import FrozenTeacher
 from lobes.target_cache import TargetCache
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
 
 RECIPE = SYNTH_RECIPE / "distillation"
 HPARAMS = sorted((RECIPE / "hparams").glob("distill_*.yaml"))
@@ -24,13 +24,15 @@ def load_recipe():
     return importlib.import_module("tasks.distillation")
 
 
-def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_file):
-    overrides = [f"--data_folder={corpus['data_folder']}", f"--manifest_folder={corpus['save_folder']}",
-                 f"--corpus_scale={corpus['scale']}", f"--teacher_source={teacher_dir}",
+SELECTIONS = sorted(p.stem for p in (RECIPE.parents[1] / "selection").glob("*.yaml"))
+TINY_UNITS = "--units_overrides={n_clusters: 20, fit_hours: 0.02}"
+
+
+def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_file, selection="random"):
+    overrides = [f"--selection={selection}", f"--data_folder={corpus['data_folder']}",
+                 f"--manifest_folder={corpus['save_folder']}", f"--corpus_scale={corpus['scale']}", f"--teacher_source={teacher_dir}",
                  f"--output_folder={output_folder}", "--num_workers=0", "--valid_utterances=4",
-                 "--batch_size=4", "--crop_seconds=1.0"]
-    if hparams_file.stem != "distill_full":  # the others select a subset first
-        overrides += [f"--units_folder={units_folder}", "--n_clusters=20", "--kmeans_fit_hours=0.02"]
+                 "--batch_size=4", "--crop_seconds=1.0", f"--units_folder={units_folder}", TINY_UNITS]
     if "fithubert" in hparams_file.name:  # the tiny teacher is 32 wide and 2 layers deep
         overrides += ["--fit_hidden=16", "--fit_ffn=16", "--fit_heads=2", "--fit_conv_channels=[16,16,16,16,16,16,16]",
                       "--hint_weights=[0.1,1.0]"]
@@ -46,10 +48,10 @@ def student_of(hparams_file):
 
 
 def test_every_variant_is_here():
-    names = {p.stem for p in HPARAMS}
-    assert {"distill_kmeans", "distill_random", "distill_full", "distill_longest", "distill_dsir",
-            "distill_divergence", "distill_coverage", "distill_kmeans_fithubert", "distill_kmeans_hubert",
-            "distill_kmeans_whisper_tiny"} <= names
+    assert {p.stem for p in HPARAMS} == {"distill_kmeans", "distill_kmeans_fithubert", "distill_kmeans_hubert",
+                                        "distill_kmeans_whisper_tiny"}
+    assert {"contrastive", "contrastive_ssl", "random", "longest", "dsir", "divergence", "coverage", "cluster",
+            "full"} <= set(SELECTIONS)
 
 
 def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
@@ -65,14 +67,19 @@ def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
     assert student_of(flagship) == "DistilWhisper"
 
 
-@pytest.mark.parametrize("hparams_file", HPARAMS, ids=lambda p: p.stem)
-def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, tiny_whisper_dir,
+VARIANTS = [(p, "contrastive") for p in HPARAMS if p.stem != "distill_kmeans"] + [
+    (RECIPE / "hparams" / "distill_kmeans.yaml", s) for s in SELECTIONS if s != "contrastive_ssl"]
+
+
+@pytest.mark.parametrize("hparams_file, selection", VARIANTS, ids=lambda v: getattr(v, "stem", v))
+def test_variant_runs_a_debug_step(hparams_file, selection, tiny_corpus, tiny_hubert_dir, tiny_whisper_dir,
                                    tmp_path_factory):
+    """Every teacher/student variant with the flagship's selection, and the flagship with every selection."""
     units = tmp_path_factory.getbasetemp() / "distill_units"  # shared: every variant reuses the units
-    output = tmp_path_factory.mktemp(hparams_file.stem)
+    output = tmp_path_factory.mktemp(f"{hparams_file.stem}-{selection}")
     student = student_of(hparams_file)
     teacher = tiny_whisper_dir if student == "DistilWhisper" else tiny_hubert_dir  # the tiny one of its family
-    argv = [str(hparams_file), *tiny_overrides(tiny_corpus, teacher, units, output, hparams_file),
+    argv = [str(hparams_file), *tiny_overrides(tiny_corpus, teacher, units, output, hparams_file, selection),
             "--debug", "--debug_batches=1", "--debug_epochs=1"]
     load_recipe().main(argv)
     summary = json.loads((output / "distillation.json").read_text())
@@ -81,7 +88,7 @@ def test_variant_runs_a_debug_step(hparams_file, tiny_corpus, tiny_hubert_dir, t
     durations = [float(line.split(",")[1]) for line in
                  (tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines()[1:]]
     pool_hours = sum(durations) / 3600
-    if hparams_file.stem == "distill_full":
+    if selection == "full":
         assert summary["subset_hours"] == pytest.approx(pool_hours, abs=1e-3)
     else:  # the 10 % budget, met within one utterance (subset_hours is rounded to 1e-4 h)
         budget = 0.1 * pool_hours
@@ -163,7 +170,7 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
 def test_fithubert_time_reduction_runs_and_exports_at_half_rate(tiny_corpus, tiny_hubert_dir, tmp_path):
     from transformers import AutoConfig
 
-    hparams_file = RECIPE / "hparams" / "distill_random_fithubert.yaml"
+    hparams_file = RECIPE / "hparams" / "distill_kmeans_fithubert.yaml"
     output = tmp_path / "run"
     load_recipe().main([str(hparams_file), *tiny_overrides(tiny_corpus, tiny_hubert_dir, tmp_path / "units", output,
                                                            hparams_file),

@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+import speechbrain as sb
 import torch
 from scipy.stats import binom
 
@@ -95,13 +96,17 @@ def test_feature_cache_is_keyed_and_reused(tiny_corpus, tmp_path, monkeypatch):
     assert again.folder == cache.folder and torch.equal(again.get(ids[0]), cache.get(ids[0]))
 
 
-def test_wer_and_cer_of_a_known_pair():
+def test_wer_and_cer_of_a_known_pair(tmp_path):
     recipe = load_recipe(ASR)
-    vocab = recipe.CharVocabulary.from_texts(["THE CAT SAT DOWN"])
+    train = sb.dataio.dataset.DynamicItemDataset({"u0": {"wrd": "THE CAT SAT DOWN"}})
+    vocab = recipe.load_text_encoder(tmp_path, train)
+    assert vocab.lab2ind["<blank>"] == 0 and len(vocab) == len(set("THE CAT SAT DOWN")) + 2  # + blank, <unk>
     hyp = "THE CAT SAT"
-    frames = [vocab.index[c] for c in "TTHHEE  CCAATT"] + [0] + [vocab.index[c] for c in "  SAAT"] + [0, 0, 0]
-    log_probs = torch.full((1, len(frames), len(vocab)), -10.0)
+    index = vocab.lab2ind
+    frames = [index[c] for c in "TTHHEE  CCAATT"] + [0] + [index[c] for c in "  SAAT"] + [0, 0, 0]
+    log_probs = torch.full((1, len(frames) + 2, len(vocab)), -10.0)  # 2 padded frames beyond the length
     log_probs[0, torch.arange(len(frames)), torch.tensor(frames)] = 0.0
+    log_probs[0, len(frames):, index["D"]] = 0.0
     hyps = recipe.greedy_transcripts(log_probs, torch.tensor([len(frames)]), vocab)
     assert hyps == [hyp.split()]
     stats = recipe.error_rate_stats()
@@ -109,7 +114,9 @@ def test_wer_and_cer_of_a_known_pair():
         s.append(["u1"], hyps, [["THE", "CAT", "SAT", "DOWN"]])
     assert stats["WER"].summarize("error_rate") == pytest.approx(25.0)  # one deleted word of four
     assert stats["CER"].summarize("error_rate") == pytest.approx(100 * 5 / 16)  # "_DOWN" of "THE_CAT_SAT_DOWN"
-    assert vocab.encode("THE QAT") == [vocab.index[c] for c in "THE AT"]  # unknown characters dropped
+    assert vocab.encode_sequence(list("THE QAT")) == [index[c] for c in "THE "] + [index["<unk>"]] + [
+        index[c] for c in "AT"]  # unknown characters map to <unk>
+    assert recipe.load_text_encoder(tmp_path, train).lab2ind == index  # saved once, reloaded on resume
 
 
 def test_trial_eer():

@@ -8,6 +8,7 @@ on fake VoxCeleb1 identification splits and trials.
 """
 
 import csv
+import importlib
 import importlib.util
 import json
 import re
@@ -54,22 +55,29 @@ def fake_voxceleb(tmp_path_factory):
     return make_fake_voxceleb1(tmp_path_factory.mktemp("vox"), speakers=6, videos=2, utterances=3, trial_speakers=2)
 
 
-def test_one_script_per_task_for_every_dataset():
-    for dataset, task in [(LIBRISPEECH, "distillation"), (LIBRISPEECH, "ASR"), (VOXCELEB, "speaker")]:
-        script = dataset / task / "train.py"
-        assert script.is_symlink(), f"{script} should link to the shared task script"
-        assert script.resolve() == (ROOT / "recipes" / "SynthDomains" / task / "train.py").resolve()
+def test_each_dataset_script_runs_the_shared_task():
+    for dataset, task, module in [(LIBRISPEECH, "distillation", "tasks.distillation"), (LIBRISPEECH, "ASR",
+                                   "tasks.asr_probe"), (VOXCELEB, "speaker", "tasks.speaker_probe"),
+                                  (LIBRISPEECH, "selection", "tasks.select_subset")]:
+        script = next((dataset / task).glob("*.py"))
+        assert not script.is_symlink()
+        assert load_script(script).main is importlib.import_module(module).main
 
 
-@pytest.mark.parametrize("hparams_file", LS_DISTILL_HPARAMS, ids=lambda p: p.stem)
-def test_librispeech_distillation_runs(hparams_file, fake_librispeech, tiny_hubert_dir, tmp_path):
+LS_VARIANTS = [(p, None) for p in LS_DISTILL_HPARAMS] + [
+    (LIBRISPEECH / "distillation" / "hparams" / "distill_hubert_kmeans.yaml", s) for s in ("random", "full")]
+
+
+@pytest.mark.parametrize("hparams_file, selection", LS_VARIANTS, ids=lambda v: getattr(v, "stem", v))
+def test_librispeech_distillation_runs(hparams_file, selection, fake_librispeech, tiny_hubert_dir, tmp_path):
     manifests = tmp_path / "manifests"
     argv = [str(hparams_file), f"--data_folder={fake_librispeech}", f"--manifest_folder={manifests}",
             f"--teacher_source={tiny_hubert_dir}", f"--output_folder={tmp_path / 'run'}",
             "--num_workers=0", "--batch_size=2", "--crop_seconds=1.0", "--valid_utterances=2",
-            "--debug", "--debug_batches=1", "--debug_epochs=1"]
-    if not hparams_file.stem.endswith("_full"):  # the others select a subset first
-        argv += [f"--units_folder={tmp_path / 'units'}", "--n_clusters=8", "--kmeans_fit_hours=0.01"]
+            "--debug", "--debug_batches=1", "--debug_epochs=1", f"--units_folder={tmp_path / 'units'}",
+            "--units_overrides={n_clusters: 8, fit_hours: 0.01}"]
+    if selection is not None:  # another method: the LibriSpeech contrastive knobs do not apply
+        argv += [f"--selection={selection}", "--selector_overrides={}"]
     if "fithubert" in hparams_file.stem:  # the tiny teacher is 32 wide and 2 layers deep
         argv += ["--fit_hidden=16", "--fit_ffn=16", "--fit_heads=2", "--fit_conv_channels=[16,16,16,16,16,16,16]",
                  "--hint_weights=[0.1,1.0]"]
@@ -84,7 +92,7 @@ def test_librispeech_distillation_runs(hparams_file, fake_librispeech, tiny_hube
     assert summary["teacher"] == str(tiny_hubert_dir)
     assert (tmp_path / "run" / "save" / "student" / "config.json").exists()
     pool_hours = sum(float(line.split(",")[1]) for line in pool[1:]) / 3600
-    if hparams_file.stem.endswith("_full"):
+    if selection == "full":
         assert summary["subset_hours"] == pytest.approx(pool_hours, abs=1e-3)
     else:
         assert summary["subset_hours"] <= 0.1 * pool_hours + 2.5 / 3600  # the budget, within one utterance
@@ -139,3 +147,20 @@ def test_voxceleb_speaker_probe_runs_live(probe, fake_voxceleb, tiny_hubert_dir,
         assert metrics["accuracy"] == pytest.approx(100 * brain.correct / brain.counted)
     else:  # trained on the speakers outside the trials only
         assert split == "asv_test" and "accuracy" not in metrics and results["speakers"] == 6 - 2
+
+
+def test_librispeech_selection_recipe_uses_the_shared_selection_file(fake_librispeech, tmp_path):
+    """LibriSpeech's own selection recipe: the contrastive file with its LibriSpeech knobs, budget kept."""
+    from common.manifest import read_manifest
+
+    argv = [str(LIBRISPEECH / "selection" / "hparams" / "select.yaml"), f"--data_folder={fake_librispeech}",
+            f"--manifest_folder={tmp_path / 'manifests'}", f"--output_folder={tmp_path / 'selection'}",
+            f"--units_folder={tmp_path / 'units'}", "--units_overrides={n_clusters: 8, fit_hours: 0.01}"]
+    load_script(LIBRISPEECH / "selection" / "select_subset.py").main(argv)
+    record = json.loads((tmp_path / "selection" / "selection.json").read_text())
+    assert record["selector"] == "ContrastiveLMSelector"
+    assert (record["settings"]["order"], record["settings"]["hash_bits"]) == (3, 22)  # LibriSpeech's knobs
+    pool = read_manifest(tmp_path / "manifests" / "pool.csv")
+    subset = read_manifest(tmp_path / "selection" / "subset.csv")
+    assert set(subset.ids) <= set(pool.ids) and 0 < len(subset.ids) < len(pool.ids)
+    assert subset.total_hours <= 0.1 * pool.total_hours + pool.durations.max() / 3600

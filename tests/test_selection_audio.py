@@ -6,8 +6,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from selection.audio import AudioStream, load_audio
-from selection.manifest import read_manifest
+from common.audio import load_audio
+from selection.audio import AudioStream
+from common.manifest import read_manifest
 
 
 def _tone(freq, seconds, rate):

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from selection.audio import AudioStream
 from selection.features import MFCCExtractor, iter_features
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
 from selection.selectors import (
     ContrastiveLMSelector, DivergenceSelector, DSIRSelector, RandomSelector,
 )

@@ -7,7 +7,7 @@ import torch
 
 from selection.audio import AudioStream
 from selection.features import MFCCExtractor, SSLExtractor, iter_features
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
 
 
 def test_mfcc_shapes_and_rate():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from selection.manifest import ManifestError, read_manifest
+from common.manifest import ManifestError, read_manifest
 
 HEADER = "ID,duration,wav,spk_id,wrd,domain,engine,voice,lang,aug\n"
 

@@ -25,7 +25,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from selection.manifest import Manifest
+from common.manifest import Manifest
 from selection.ngrams import NgramHasher, NgramLM, SlotIndex, iter_chunks
 from selection.selectors import ContrastiveLMSelector, CoverageSelector, DivergenceSelector, DSIRSelector
 from selection.selectors.greedy_kl import _exact_decrease, hashed_features

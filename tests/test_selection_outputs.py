@@ -6,11 +6,9 @@ import json
 import numpy as np
 import soundfile as sf
 
-from selection.manifest import read_manifest
-from selection.outputs import (
-    file_sha256, write_fairseq_tsv, write_len_for_bucket_csv, write_selection_json,
-    write_subset_csv,
-)
+from common.hashing import file_sha256
+from common.manifest import read_manifest
+from selection.outputs import write_fairseq_tsv, write_len_for_bucket_csv, write_selection_json, write_subset_csv
 from selection.report import unit_kl, write_report
 from selection.selectors import DSIRSelector
 from selection.synthetic import synthetic_corpus

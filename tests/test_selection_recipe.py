@@ -1,4 +1,4 @@
-"""The selection recipe: every hparams file, select_subset.py end to end, cached stages, sharding, bad input."""
+"""The selection recipe: every selection file, select_subset.py end to end, cached stages, sharding, bad input."""
 
 import csv
 import json
@@ -10,25 +10,32 @@ import threading
 import pytest
 from hyperpyyaml import load_hyperpyyaml
 
-from conftest import SYNTH_RECIPE
+from common.manifest import ManifestError, read_manifest
+from conftest import ROOT, SYNTH_RECIPE
 from selection.features import MFCCExtractor
-from selection.manifest import ManifestError, read_manifest
-from selection.selectors import ClusterBalancedSelector, ContrastiveLMSelector, RandomSelector, TargetError
-from selection.stages import load_selection, run_selection
+from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, CoverageSelector, DivergenceSelector,
+                                 DSIRSelector, LongestFirstSelector, RandomSelector, TargetError)
+from selection.stages import load_selection as load_selection_result
+from selection.stages import run_selection
 from selection.units import UnitError, UnitSet
+from tasks.subset import load_selection, select_subset
 
 RECIPE = SYNTH_RECIPE / "selection"
-HPARAMS = sorted((RECIPE / "hparams").glob("select_*.yaml"))
-TINY_UNITS = {"n_clusters": 16, "kmeans_fit_hours": 0.02, "kmeans_epochs": 3}
+HPARAMS = RECIPE / "hparams" / "select.yaml"
+SELECTION_FOLDER = ROOT / "recipes" / "selection"
+SELECTION_FILES = sorted(SELECTION_FOLDER.glob("*.yaml"))
+TINY_UNITS = {"n_clusters": 16, "fit_hours": 0.02, "kmeans_epochs": 3}
 UNIT_SETTINGS = {"n_clusters": 16, "fit_hours": 0.02, "kmeans_settings": {"n_epochs": 3}}
-# keys allowed to differ between hparams files (besides the selector's own settings)
-VARIANT_KEYS = {"experiment_name", "selector_class_name", "output_folder", "selector", "extractor"}
+SELECTORS = {"contrastive": ContrastiveLMSelector, "contrastive_ssl": ContrastiveLMSelector,
+             "random": RandomSelector, "longest": LongestFirstSelector, "dsir": DSIRSelector,
+             "divergence": DivergenceSelector, "coverage": CoverageSelector, "cluster": ClusterBalancedSelector,
+             "full": type(None)}
 
 
-def corpus_overrides(corpus, output_folder, units_folder):
+def corpus_overrides(corpus, output_folder, units_folder, selection="contrastive"):
     return {"data_folder": str(corpus["data_folder"]), "manifest_folder": str(corpus["save_folder"]),
             "corpus_scale": corpus["scale"], "output_folder": str(output_folder),
-            "units_folder": str(units_folder), **TINY_UNITS}
+            "units_folder": str(units_folder), "units_overrides": TINY_UNITS, "selection": selection}
 
 
 def load_hparams(path, overrides):
@@ -36,10 +43,14 @@ def load_hparams(path, overrides):
         return load_hyperpyyaml(handle, overrides)
 
 
-def run_script(hparams_file, overrides, check=True):
-    command = [sys.executable, "select_subset.py", f"hparams/{hparams_file}"]
-    command += [f"--{key}={value}" for key, value in overrides.items()]
-    return subprocess.run(command, cwd=RECIPE, check=check, capture_output=True, text=True, timeout=300)
+def cli(overrides):
+    """``--key=value`` arguments (mappings as JSON, which YAML reads)."""
+    return [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}" for key, value in overrides.items()]
+
+
+def run_script(overrides, check=True, launcher=()):
+    command = [sys.executable, *launcher, str(RECIPE / "select_subset.py"), str(HPARAMS), *cli(overrides)]
+    return subprocess.run(command, cwd=ROOT, check=check, capture_output=True, text=True, timeout=300)
 
 
 def run_in_process(corpus, output_folder, units_folder, selector=None, **kwargs):
@@ -57,46 +68,49 @@ def comparable(record):
     return {key: value for key, value in record.items() if key not in drop}
 
 
-@pytest.mark.parametrize("path", HPARAMS, ids=lambda p: p.stem)
-def test_hparams_file_builds_the_selector_it_names(path, tiny_corpus, tiny_hubert_dir, tmp_path):
-    overrides = corpus_overrides(tiny_corpus, tmp_path, tmp_path)
-    if "ssl" in path.stem:
-        overrides.update(ssl_source=str(tiny_hubert_dir), ssl_layer=1)
-    hparams = load_hparams(path, overrides)
-    assert type(hparams["selector"]).__name__ == hparams["selector_class_name"]
-    assert hparams["experiment_name"] == path.stem
-    assert hparams["extractor"].settings()["kind"] == ("ssl" if "ssl" in path.stem else "mfcc")
+def test_every_selection_file_is_known_here():
+    assert {p.stem for p in SELECTION_FILES} == set(SELECTORS)
 
 
-def test_hparams_files_share_every_common_key(tiny_corpus, tmp_path):
-    loaded = {p.stem: load_hparams(p, corpus_overrides(tiny_corpus, tmp_path, tmp_path))
-              for p in HPARAMS if "ssl" not in p.stem}
-    reference = loaded["select_random"]
-    shared = set(reference) - VARIANT_KEYS
-    for name, hparams in loaded.items():
-        assert {k: hparams[k] for k in shared} == {k: reference[k] for k in shared}, name
-        assert hparams["extractor"].settings() == reference["extractor"].settings()
+@pytest.mark.parametrize("path", SELECTION_FILES, ids=lambda p: p.stem)
+def test_selection_file_builds_its_selector_and_units(path, tiny_hubert_dir):
+    units = {**TINY_UNITS, **({"source": str(tiny_hubert_dir), "layer": 1} if path.stem == "contrastive_ssl" else {})}
+    config = load_selection(SELECTION_FOLDER, path.stem, units, {}, seed=7)
+    assert type(config["selector"]) is SELECTORS[path.stem]
+    assert config["units"]["unit_settings"]["n_clusters"] == 16 and config["seed"] == 7
+    assert config["units"]["extractor"].settings()["kind"] == ("ssl" if "ssl" in path.stem else "mfcc")
+    if "seed" in getattr(config["selector"], "settings", dict)():
+        assert config["selector"].settings()["seed"] == 7  # the recipe's seed reaches seeded selectors
+
+
+def test_selection_files_refuse_unknown_names_and_keys():
+    with pytest.raises(FileNotFoundError, match=r"'nope': no file .*nope.yaml; choose from \['cluster'"):
+        load_selection(SELECTION_FOLDER, "nope", {}, {}, seed=0)
+    with pytest.raises(KeyError, match="order"):  # a contrastive knob given to another method
+        load_selection(SELECTION_FOLDER, "random", {}, {"order": 3}, seed=0)
+    with pytest.raises(KeyError, match="n_cluster"):  # a mistyped units key
+        load_selection(SELECTION_FOLDER, "random", {"n_cluster": 3}, {}, seed=0)
 
 
 @pytest.fixture(scope="module")
 def script_runs(tiny_corpus, tmp_path_factory):
-    """select_subset.py with select_cds.yaml and select_random.yaml, one shared units cache."""
+    """select_subset.py with the contrastive and the random selection files, one shared units cache."""
     root = tmp_path_factory.mktemp("select")
     runs = {}
-    for name in ("cds", "random"):
+    for name in ("contrastive", "random"):
         output = root / name
-        run_script(f"select_{name}.yaml", corpus_overrides(tiny_corpus, output, root / "units"))
+        run_script(corpus_overrides(tiny_corpus, output, root / "units", selection=name))
         runs[name] = output
     return root, runs
 
 
-@pytest.mark.parametrize("name", ["cds", "random"])
+@pytest.mark.parametrize("name", ["contrastive", "random"])
 def test_script_end_to_end(script_runs, tiny_corpus, name):
     output = script_runs[1][name]
     pool = read_manifest(tiny_corpus["save_folder"] / "pool.csv")
     record = json.loads((output / "selection.json").read_text())
-    result = load_selection(output)
-    assert record["selector"] == {"cds": "ContrastiveLMSelector", "random": "RandomSelector"}[name]
+    result = load_selection_result(output)
+    assert record["selector"] == {"contrastive": "ContrastiveLMSelector", "random": "RandomSelector"}[name]
     assert result.ids and set(result.ids) <= set(pool.ids) and len(set(result.ids)) == len(result.ids)
     budget = 0.1 * pool.total_hours  # budget_fraction default
     assert record["budget_hours"] == pytest.approx(budget)
@@ -114,7 +128,7 @@ def test_script_end_to_end(script_runs, tiny_corpus, name):
     assert record["unit_quality"]["pool"]["clusters_used"] > 8
     assert set(record["unit_kl_to_target"]) == {"pool", "subset"}
     assert (output / "log.txt").exists() and (output / "hyperparams.yaml").exists()
-    assert (output / "scores.csv").exists() == (name == "cds")
+    assert (output / "scores.csv").exists() == (name == "contrastive")
 
 
 def test_script_runs_share_the_units_cache(script_runs):
@@ -125,14 +139,11 @@ def test_script_runs_share_the_units_cache(script_runs):
 
 
 def test_same_seed_same_output(script_runs, tiny_corpus, tmp_path):
-    """The YAML run again in-process, with a fresh units cache: k-means and selection repeat exactly."""
-    hparams = load_hparams(RECIPE / "hparams" / "select_cds.yaml",
-                           corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"))
-    subset, _ = run_selection(hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"],
-                              hparams["extractor"], hparams["unit_settings"], hparams["selector"],
-                              hparams["output_folder"], units_folder=hparams["units_folder"],
-                              budget_fraction=hparams["budget_fraction"], seed=hparams["seed"])
-    first = script_runs[1]["cds"]
+    """The recipe's hparams run again in-process, with a fresh units cache: k-means and selection repeat exactly."""
+    hparams = load_hparams(HPARAMS, {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"),
+                                     "selection_folder": str(SELECTION_FOLDER)})
+    subset, _ = select_subset(hparams, hparams["output_folder"])
+    first = script_runs[1]["contrastive"]
     assert subset.read_bytes() == (first / "subset.csv").read_bytes()
     assert (tmp_path / "out" / "scores.csv").read_bytes() == (first / "scores.csv").read_bytes()
     records = [json.loads((f / "selection.json").read_text()) for f in (first, tmp_path / "out")]
@@ -161,7 +172,7 @@ def test_killed_stages_resume(tiny_corpus, tmp_path, caplog):
         _, result = run_in_process(tiny_corpus, out, units)
     assert "units stage done" in caplog.text and "selection stage (" in caplog.text
     assert codebook.stat().st_mtime_ns == stamps[codebook]
-    assert load_selection(out).ids == result.ids
+    assert load_selection_result(out).ids == result.ids
 
     caplog.clear()
     with caplog.at_level(logging.INFO):  # another budget: only the selection stage runs again
@@ -245,8 +256,9 @@ def test_bad_pool_manifest_is_named(content, message, tiny_corpus, tmp_path):
 def test_script_reports_bad_manifest(tiny_corpus, tmp_path):
     pool = tmp_path / "pool.csv"
     pool.write_text("ID,duration,wav\na,1.0,x.flac\na,2.0,z.flac\n")
-    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"), "pool_manifest": pool}
-    done = run_script("select_random.yaml", overrides, check=False)
+    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units", selection="random"),
+                 "pool_manifest": pool}
+    done = run_script(overrides, check=False)
     assert done.returncode != 0
     assert f"ManifestError: {pool}, line 3: duplicate ID 'a'" in done.stdout + done.stderr
 
@@ -254,25 +266,23 @@ def test_script_reports_bad_manifest(tiny_corpus, tmp_path):
 def test_torchrun_two_processes_on_cpu(script_runs, tiny_corpus, tmp_path):
     """torchrun with 2 CPU processes (gloo): unit extraction in 2 shards, same subset as one process."""
     overrides = corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "select_subset.py", "hparams/select_cds.yaml", *[f"--{k}={v}" for k, v in overrides.items()]]
-    done = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    done = run_script(overrides, check=False,
+                      launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert ".shard-00-of-02.npz" in (tmp_path / "out" / "log.txt").read_text()  # rank 0 extracted one shard
-    assert (tmp_path / "out" / "subset.csv").read_bytes() == (script_runs[1]["cds"] / "subset.csv").read_bytes()
+    assert (tmp_path / "out" / "subset.csv").read_bytes() == (script_runs[1]["contrastive"] / "subset.csv").read_bytes()
     assert json.loads((tmp_path / "out" / "selection.json").read_text())["world_size"] == 2
 
 
 def test_ssl_teacher_layer_features(tiny_corpus, tiny_hubert_dir, tmp_path):
-    """select_cds_ssl.yaml on the tiny HuBERT (20 pool utterances): units of a teacher layer."""
+    """The contrastive_ssl selection file on the tiny HuBERT (20 pool utterances): units of a teacher layer."""
     pool = tmp_path / "pool.csv"
     pool.write_text("".join((tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)[:21]))
-    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units"), "pool_manifest": str(pool),
-                 "ssl_source": str(tiny_hubert_dir), "ssl_layer": 1}
-    hparams = load_hparams(RECIPE / "hparams" / "select_cds_ssl.yaml", overrides)
-    _, result = run_selection(hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"],
-                              hparams["extractor"], hparams["unit_settings"], hparams["selector"],
-                              hparams["output_folder"], units_folder=hparams["units_folder"], seed=hparams["seed"])
+    overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units", selection="contrastive_ssl"),
+                 "pool_manifest": str(pool), "selection_folder": str(SELECTION_FOLDER)}
+    overrides["units_overrides"] = {**TINY_UNITS, "source": str(tiny_hubert_dir), "layer": 1}
+    hparams = load_hparams(HPARAMS, overrides)
+    _, result = select_subset(hparams, hparams["output_folder"])
     record = json.loads((tmp_path / "out" / "selection.json").read_text())
     features = record["unit_settings"]["features"]
     assert features["kind"] == "ssl" and features["layer"] == 1 and len(features["files_sha256"]) == 64

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from selection.audio import AudioStream
 from selection.features import MFCCExtractor, iter_features
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
 from selection.units import (
     DegenerateUnitsError, KMeansCodebook, UnitError, UnitSet, dedup_runs, extract_units,
     merge_unit_shards, sample_frames, sample_utterances, shard_ids, shard_path, unit_quality,

@@ -197,8 +197,8 @@ def test_distillation_recipe_runs_with_a_whisper_teacher(tiny_corpus, tiny_whisp
     recipe.main([str(recipe_dir / "hparams" / "distill_kmeans.yaml"),
                  f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
                  f"--corpus_scale={tiny_corpus['scale']}", f"--teacher_source={tiny_whisper_dir}",
-                 f"--output_folder={output}", f"--units_folder={tmp_path / 'units'}", "--n_clusters=20",
-                 "--kmeans_fit_hours=0.02", "--num_workers=0", "--valid_utterances=4", "--batch_size=4",
+                 f"--output_folder={output}", f"--units_folder={tmp_path / 'units'}",
+                 "--units_overrides={n_clusters: 20, fit_hours: 0.02}", "--num_workers=0", "--valid_utterances=4", "--batch_size=4",
                  "--crop_seconds=1.0", "--target_layers=[1,2]", "--student_layers=1", "--number_of_epochs=3",
                  "--budget_fraction=0.5", "--lr=0.005"])
     summary = json.loads((output / "distillation.json").read_text())

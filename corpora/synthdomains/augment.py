@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16000
+from common.audio import SAMPLE_RATE
+
 DITHER = 3e-4
 
 

@@ -24,7 +24,6 @@ process, by :func:`prepare_assets` before the workers start.
 
 import io
 import json
-import os
 import subprocess
 import tempfile
 from importlib import metadata
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from common.atomic import atomic_path
 
 from .texts import MissingTool, require_program
 
@@ -157,12 +158,11 @@ def _optimized_copy(model_path):
 
     out = Path(tempfile.gettempdir()) / f"distilselect-{Path(model_path).stem}-ort{onnxruntime.__version__}.onnx"
     if not out.exists():
-        partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-        options = onnxruntime.SessionOptions()
-        options.optimized_model_filepath = str(partial)
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable
-        onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
-        os.replace(partial, out)
+        with atomic_path(out) as partial:
+            options = onnxruntime.SessionOptions()
+            options.optimized_model_filepath = str(partial)
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable
+            onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     return out
 
 

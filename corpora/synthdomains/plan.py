@@ -29,9 +29,10 @@ Every sentence is used at most once in the whole corpus.
 """
 
 import hashlib
-import json
 
 import numpy as np
+
+from common.hashing import settings_hash
 
 MIN_UTTERANCES = 3
 SECONDS_PER_WORD = 0.34  # mean measured over the engines at scale 1; summary.json has the real hours
@@ -233,4 +234,4 @@ def build_plan(texts, scale, seed):
 
 def plan_hash(plan):
     """A short hash identifying a plan (stored in ``summary.json``)."""
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+    return settings_hash(plan, 16)

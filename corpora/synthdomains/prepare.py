@@ -46,15 +46,16 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from selection.atomic import atomic_write_csv, atomic_write_text
+from common.atomic import TEMP_MARK, atomic_path, atomic_write_csv, atomic_write_text
 
-from . import augment, engines, plan as corpus_plan, texts as text_sets
+from . import augment, engines
+from . import plan as corpus_plan
+from . import texts as text_sets
 
 logger = logging.getLogger(__name__)
 
 SPLITS = tuple(corpus_plan.SPLITS) + ("spk_train", "spk_test")
 COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd", "domain", "engine", "voice", "lang", "aug")
-PARTIAL_SUFFIX = ".partial"
 # Slow engines first, so that the end of the run is not one worker on a long Kokoro queue.
 ENGINE_COST = {"kokoro": 0, "piper": 1, "festival": 2, "flite": 3, "espeak": 4}
 PYTHON_PACKAGES = ("numpy", "scipy", "soundfile", "pyroomacoustics", "onnxruntime", "piper-tts",
@@ -180,9 +181,8 @@ def _cached_rir_bank(path, seed):
     rng = np.random.default_rng([seed, 1])
     rt60s = np.linspace(0.3, 1.0, corpus_plan.N_RIRS)
     bank = [augment.room_impulse_response(rng, rt60) for rt60 in rt60s]
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}.npz")
-    np.savez(tmp, seed=seed, **{f"rir{i}": rir for i, rir in enumerate(bank)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, seed=seed, **{f"rir{i}": rir for i, rir in enumerate(bank)})
     return bank
 
 
@@ -191,7 +191,7 @@ def _audio_path(data_folder, entry):
 
 
 def _remove_partial_files(data_folder):
-    for path in data_folder.rglob(f"*{PARTIAL_SUFFIX}*"):
+    for path in data_folder.rglob(f"*{TEMP_MARK}*"):  # also the names of runs before common.atomic
         path.unlink()
 
 
@@ -217,9 +217,8 @@ def _synthesize_job(job):
     rng = np.random.default_rng([seed, corpus_plan._stable_int(entry["ID"])])
     audio = augment.apply_channel(augment.to_16k(audio, rate), entry["aug"], rng, _worker_state["rir_bank"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    sf.write(str(tmp), audio, augment.SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, augment.SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return entry["ID"], len(audio) / augment.SAMPLE_RATE, None, _cpu_seconds() - cpu_start
 
 

@@ -103,7 +103,7 @@ class Selector(ABC):
 
         Parameters
         ----------
-        pool : selection.manifest.Manifest
+        pool : common.manifest.Manifest
             Candidate utterances (IDs and durations).
         units : selection.units.UnitSet or None
             Units keyed by ID, for the pool. Pool utterances without units (e.g.

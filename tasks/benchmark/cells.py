@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from selection.manifest import read_manifest
+from common.manifest import read_manifest
+from tasks.subset import selection_file
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 DISTILL_SCRIPT = "recipes/SynthDomains/distillation/train.py"
-DISTILL_HPARAMS = "recipes/SynthDomains/distillation/hparams"
 PROBE_SCRIPTS = {"asr": "recipes/SynthDomains/ASR/train.py", "spk": "recipes/SynthDomains/speaker/train.py"}
 PROBE_KEYS_OF = {"asr": ("asr_hparams", "asr_overrides"), "spk": ("speaker_hparams", "speaker_overrides")}
 RESULT_FILES = {"distill": "distillation.json", "asr": "results.json", "spk": "results.json"}
@@ -25,7 +25,7 @@ CORPUS_KEYS = {"data_folder", "manifest_folder", "corpus_scale"}
 PROBE_KEYS = CORPUS_KEYS | {"encoder_source", "encoder_name", "output_folder", "feature_folder"}
 RESERVED = {
     "distill_overrides": CORPUS_KEYS | {"teacher_source", "seed", "number_of_epochs", "experiment_name",
-                                        "output_folder", "cache_folder", "budget_fraction"},
+                                        "output_folder", "cache_folder", "budget_fraction", "selection"},
     "asr_overrides": PROBE_KEYS,
     "speaker_overrides": PROBE_KEYS,
 }
@@ -165,19 +165,18 @@ def pool_hours(hp):
     return read_manifest(path).total_hours
 
 
-def distill_cell(hp, name, hparams_file, seed, epochs, budget, extra):
-    """The distillation run of one student (``budget`` None: the full pool, no budget key)."""
-    hparams_path = f"{DISTILL_HPARAMS}/{hparams_file}"
-    if not resolve(hparams_path).exists():
-        raise FileNotFoundError(f"{resolve(hparams_path)} (the hparams of {name}) does not exist")
+def distill_cell(hp, name, selection, seed, epochs, budget, extra):
+    """The distillation run of one student: ``distill_hparams`` with the selection file ``selection``."""
+    if not resolve(hp["distill_hparams"]).exists():
+        raise FileNotFoundError(f"distill_hparams: {resolve(hp['distill_hparams'])} does not exist")
+    selection_file(resolve("recipes/selection"), selection)  # a clear error for a name without a file
     output = f"{hp['output_folder']}/distill/{name}"
-    argv = [sys.executable, DISTILL_SCRIPT, hparams_path, *corpus_args(hp), f"--teacher_source={hp['teacher_source']}",
-            f"--seed={seed}", f"--number_of_epochs={epochs}", f"--experiment_name={name}",
-            f"--output_folder={output}", f"--cache_folder={hp['output_folder']}/teacher_targets"]
-    if budget is not None:
-        argv.append(f"--budget_fraction={budget}")
+    argv = [sys.executable, DISTILL_SCRIPT, hp["distill_hparams"], *corpus_args(hp),
+            f"--teacher_source={hp['teacher_source']}", f"--selection={selection}", f"--seed={seed}",
+            f"--number_of_epochs={epochs}", f"--experiment_name={name}", f"--output_folder={output}",
+            f"--cache_folder={hp['output_folder']}/teacher_targets", f"--budget_fraction={budget}"]
     argv += check_overrides("distill_overrides", hp["distill_overrides"], RESERVED["distill_overrides"])
-    argv += check_overrides(f"overrides of {hparams_file}", extra, RESERVED["distill_overrides"])
+    argv += check_overrides(f"overrides of {name}", extra, RESERVED["distill_overrides"])
     return Cell("distill", name, tuple(argv), resolve(output))
 
 
@@ -197,8 +196,7 @@ def probe_cell(hp, kind, name, encoder_source, feature_folder):
 def student_row(hp, group, selector, spec, budget, seed, epochs):
     """A distilled student: its distillation and both probes of ``<output>/save/student``."""
     name = f"full_s{seed}" if group == "full" else f"{selector}_{budget_label(budget)}pct_s{seed}"
-    distill = distill_cell(hp, name, spec["hparams"], seed, epochs, None if group == "full" else budget,
-                           spec.get("overrides"))
+    distill = distill_cell(hp, name, spec.get("selection", selector), seed, epochs, budget, spec.get("overrides"))
     student = f"{hp['output_folder']}/distill/{name}/save/student"
     features = f"{hp['output_folder']}/probe_features/{name}"
     probes = [probe_cell(hp, kind, name, student, features) for kind in ("asr", "spk")]
@@ -237,12 +235,11 @@ def build_plan(hp):
             raise ValueError(f"budgets: {budget} is not a fraction of the pool between 0 and 1")
         epochs = epochs_for(hp["train_hours_seen"], budget * hours)
         for selector, spec in hp["selectors"].items():
-            if not isinstance(spec, dict) or "hparams" not in spec:
-                raise ValueError(f"selectors: {selector} needs an hparams file, e.g. {{hparams: distill_random.yaml}}")
+            spec = spec or {}
             for seed in spec.get("seeds") or [hp["seed"]]:
                 students.append(student_row(hp, "subset", selector, spec, budget, seed, epochs))
     if hp["full_pool"]:
-        students.append(student_row(hp, "full", "full", hp["full_pool"], 1.0, hp["seed"],
+        students.append(student_row(hp, "full", "full", {"selection": "full", **hp["full_pool"]}, 1.0, hp["seed"],
                                     epochs_for(hp["train_hours_seen"], hours)))
     references = [reference_row(hp, name, spec) for name, spec in (hp["references"] or {}).items()]
     return students[:1] + references + students[1:], hours

@@ -9,7 +9,7 @@ import statistics
 
 from matplotlib.figure import Figure
 
-from selection.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path, atomic_write_text
 
 MISSING = "–"
 # (record key, header, format) of the table's columns, in order

@@ -37,7 +37,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from tqdm import tqdm
 
-from selection.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from tasks.benchmark.cells import ROOT, build_plan, resolve
 from tasks.benchmark.report import row_record, write_report
 

@@ -1,14 +1,19 @@
-"""Write files atomically: to a temporary file in the same folder, then ``os.replace``.
+"""Write files and folders atomically: to a temporary name in the same folder, then rename.
 
 A run killed half-way never leaves a truncated artefact under the final name, so a
-stage that checks "does the output exist?" can be resumed safely.
+stage that checks "does the output exist?" can be resumed safely. Temporary names
+are hidden and carry :data:`TEMP_MARK` (``.<name>.<random>.partial<suffix>``), so
+:func:`remove_temporaries` can clear what a killed run left behind.
 """
 
 import contextlib
 import csv
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+TEMP_MARK = ".partial"
 
 
 @contextlib.contextmanager
@@ -32,7 +37,7 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}")
     os.close(handle)
     tmp = Path(tmp)
     try:
@@ -81,3 +86,60 @@ def atomic_write_csv(path, rows, fieldnames):
         writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
         writer.writeheader()
         writer.writerows(rows)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder next to ``path``; it replaces ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final folder (a previous one is removed when the new one is complete).
+
+    Yields
+    ------
+    pathlib.Path
+        Empty temporary folder to fill.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "model"
+    >>> with atomic_folder(target) as tmp:
+    ...     _ = (tmp / "config.json").write_text("{}")
+    >>> sorted(p.name for p in target.iterdir())
+    ['config.json']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_MARK))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temporaries(folder):
+    """Remove the temporary files and folders that killed runs left under ``folder`` (recursively).
+
+    Call it where no other process is writing into ``folder``.
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    removed = 0
+    for path in sorted(Path(folder).rglob(f".*{TEMP_MARK}*"), key=lambda p: len(p.parts)):
+        if not path.exists():  # inside a temporary folder removed just before
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed += 1
+    return removed

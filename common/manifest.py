@@ -166,3 +166,27 @@ def read_manifest(path, data_root=None):
         reader.fieldnames = fieldnames
         rows = list(reader)
     return Manifest(path, fieldnames, rows, data_root=data_root)
+
+
+def dataset_rows(path, data_root):
+    """A manifest's rows as SpeechBrain's ``load_data_csv`` gives them, after validation.
+
+    ``{ID: {column: value}}`` in file order, ``$data_root`` replaced by
+    ``data_root`` in every column and ``duration`` a float; the same checks and
+    messages as :func:`read_manifest`.
+    """
+    manifest = read_manifest(path, data_root=data_root)
+    root = str(data_root)
+    rows = {}
+    for row in manifest.rows:
+        entry = {key: value.replace(DATA_ROOT_PLACEHOLDER, root) for key, value in row.items() if key != "ID"}
+        entry["duration"] = float(row["duration"])
+        rows[row["ID"]] = entry
+    return rows
+
+
+def load_dataset(path, data_root):
+    """A validated manifest as a SpeechBrain ``DynamicItemDataset`` (see :func:`dataset_rows`)."""
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    return DynamicItemDataset(dataset_rows(path, data_root))
