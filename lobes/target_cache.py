@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.atomic import TEMP_MARK, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 DATA_FILE = "targets.f16"
@@ -100,13 +102,13 @@ def build_target_caches(encoder, batches, outputs, total=None, desc="teacher tar
 
 
 class _CacheWriter:
-    """Appends chosen layers of hidden states to ``<folder>/.targets.f16.partial``; ``finish`` publishes them."""
+    """Appends chosen layers of hidden states to a hidden temporary file; ``finish`` publishes them (renames)."""
 
     def __init__(self, folder, layers):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.layers = None if layers is None else [int(layer) for layer in layers]
-        self.tmp = folder / f".{DATA_FILE}.partial"
+        self.tmp = folder / f".{DATA_FILE}{TEMP_MARK}"  # streamed, then renamed (see common.atomic)
         self.handle = open(self.tmp, "wb")
         self.ids, self.offsets, self.lengths, self.dim, self.stored = [], [], [], None, 0
 
@@ -128,9 +130,7 @@ class _CacheWriter:
         os.replace(self.tmp, self.folder / DATA_FILE)
         index = {"ids": self.ids, "offsets": self.offsets, "lengths": self.lengths, "layers": self.layers,
                  "dim": self.dim}
-        index_tmp = self.folder / f".{INDEX_FILE}.partial"
-        index_tmp.write_text(json.dumps(index))
-        os.replace(index_tmp, self.folder / INDEX_FILE)
+        atomic_write_text(self.folder / INDEX_FILE, json.dumps(index))
 
 
 class TargetCache:

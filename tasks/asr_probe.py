@@ -36,10 +36,12 @@ from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import load_audio
+from common.hashing import file_sha256
 from common.manifest import load_dataset
 from lobes.feature_cache import cache_features, encoder_fingerprint
 from lobes.mfcc_encoder import load_encoder
 from lobes.probe_brain import LayerMixProbeBrain
+from tasks.run_identity import check_run_identity
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +177,9 @@ def main(argv):
 
     weighted_sum = hparams["weighted_sum"](encoder)
     head = hparams["head"](input_size=weighted_sum.hidden_size, n_outputs=len(vocab))
+    check_run_identity(hparams["save_folder"], {
+        "encoder": str(hparams["encoder_source"]), "encoder_weights": fingerprint,
+        "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
     hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
     hparams["checkpointer"].add_recoverable("head", head)
     brain = CTCProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,

@@ -34,8 +34,10 @@ from common.audio import SAMPLE_RATE, load_audio
 from common.manifest import load_dataset
 from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
+from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches
 from tasks.process_group import init_process_group
+from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
 
 logger = logging.getLogger(__name__)
@@ -251,6 +253,9 @@ def main(argv):
     run_on_main(hparams["prepare_data"])
     if hparams["build_teacher"] is not None:
         run_on_main(hparams["build_teacher"])
+    request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
+                                             "budget_fraction", "seed", "teacher_source")}
+    check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
     subset_csv = None
     if if_main_process():
         subset_csv = ensure_subset(hparams)
@@ -260,6 +265,10 @@ def main(argv):
     teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
     student = hparams["student_class"](teacher)
     train, valid = load_datasets(hparams, subset_csv)
+    check_run_identity(hparams["save_folder"], {
+        **request, "subset_ids": ids_hash(train.data_ids), "subset_utterances": len(train.data_ids),
+        "teacher_weights": encoder_fingerprint(teacher), "student": type(student).__name__,
+        "target_layers": list(student.target_layers)})
     caches = {}
     with_cnn = check_cnn_cache(hparams, student, teacher)
     if hparams["cache_teacher_targets"]:

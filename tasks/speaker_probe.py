@@ -40,10 +40,12 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
 from common.audio import load_audio
+from common.hashing import file_sha256
 from common.manifest import dataset_rows
 from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint
 from lobes.mfcc_encoder import load_encoder
 from lobes.probe_brain import LayerMixProbeBrain
+from tasks.run_identity import check_run_identity
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +268,9 @@ def main(argv):
 
     weighted_sum = hparams["weighted_sum"](encoder)
     head = hparams["head"](input_size=weighted_sum.hidden_size, n_classes=len(speakers))
+    check_run_identity(hparams["save_folder"], {
+        "encoder": str(hparams["encoder_source"]), "encoder_weights": fingerprint,
+        "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
     hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
     hparams["checkpointer"].add_recoverable("head", head)
     brain = SpeakerProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,

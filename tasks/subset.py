@@ -7,7 +7,9 @@ object, or ``null`` for the whole pool) and its knobs, plus a ``seed`` that
 the recipe gives. The recipes (selection, distillation, benchmark) name it by
 ``selection`` and may change its keys with ``units_overrides`` (the ``units``
 block: the same keys in every file, e.g. a dataset's codebook size) and
-``selector_overrides`` (that method's own knobs); their own hparams hold the
+``selector_overrides`` (per method: ``{method: {knob: value}}``, applied when
+that method runs, so a dataset's hparams can tune several methods and still
+run any of them); their own hparams hold the
 pool, target, budget and folders. Adding a selector is one class and one such file.
 """
 
@@ -66,8 +68,9 @@ def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None):
     ``budget_hours`` and ``budget_fraction``. The whole pool (``selector: null``)
     is its own manifest; nothing is computed.
     """
-    config = load_selection(hparams["selection_folder"], hparams["selection"], hparams["units_overrides"],
-                            hparams["selector_overrides"], hparams["seed"])
+    name = hparams["selection"]
+    config = load_selection(hparams["selection_folder"], name, hparams["units_overrides"],
+                            hparams["selector_overrides"].get(name, {}), hparams["seed"])
     if config["selector"] is None:
         return Path(hparams["pool_manifest"]), None
     return run_selection(

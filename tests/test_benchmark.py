@@ -3,6 +3,7 @@
 import importlib
 import json
 import re
+import shlex
 
 import pytest
 import speechbrain as sb
@@ -123,9 +124,9 @@ def test_report_of_fabricated_results(tmp_path):
 def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     config = tiny_config(tiny_corpus, tiny_hubert_dir, tmp_path)
     config["selectors"]["random"]["seeds"] = [1, 2]
-    config["full_pool"] = {}
+    config["full_pool"] = {"selection": "full"}
     config["distill_overrides"] = ["--num_workers=0"]
-    config["selectors"]["contrastive"]["overrides"] = ["--selector_overrides={order: 3}"]
+    config["selectors"]["contrastive"]["overrides"] = ["--selector_overrides={contrastive: {order: 3}}"]
     config["selectors"]["random_again"] = {"selection": "random"}  # a row name other than its file
     hparams = write_yaml(tmp_path / "bench.yaml", config)
     runner = load_runner()
@@ -146,14 +147,14 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     assert {"--budget_fraction=0.05", "--seed=1234", "--number_of_epochs=2", "--selection=contrastive",
             "--experiment_name=contrastive_5pct_s1234", f"--output_folder={out}/distill/contrastive_5pct_s1234",
             f"--cache_folder={out}/teacher_targets", "--num_workers=0",
-            "--selector_overrides={order: 3}"} <= set(distill.argv)
+            "--selector_overrides={contrastive: {order: 3}}"} <= set(distill.argv)
     assert f"--encoder_source={out}/distill/contrastive_5pct_s1234/save/student" in asr.argv
     assert f"--feature_folder={out}/probe_features/contrastive_5pct_s1234" in spk.argv and "--n_crops=2" in spk.argv
     assert "--selection=random" in by_name["random_again_5pct_s1234"].cells[0].argv
     assert "--selection=full" in by_name["full_s1234"].cells[0].argv
     assert f"--feature_folder={tmp_path / 'f_mfcc'}" in by_name["mfcc"].cells[0].argv
     for cell in (distill, asr, spk):
-        assert " ".join(cell.argv[1:]) in printed
+        assert shlex.join(cell.argv[1:]) in printed
 
     config["asr_overrides"] = ["--encoder_name=x"]
     with pytest.raises(ValueError, match="asr_overrides.*sets a key the benchmark sets itself"):

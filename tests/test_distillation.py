@@ -13,7 +13,8 @@ from speechbrain.dataio.dataio import read_audio
 from conftest import SYNTH_RECIPE
 from lobes.encoder import FrozenTeacher
 from lobes.target_cache import TargetCache
-from common.manifest import read_manifest
+from tasks.run_identity import RunMismatchError
+from common.manifest import load_dataset, read_manifest
 
 RECIPE = SYNTH_RECIPE / "distillation"
 HPARAMS = sorted((RECIPE / "hparams").glob("distill_*.yaml"))
@@ -199,3 +200,45 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
     assert caches == ["train", "train", "valid", "valid"]  # targets and CNN output, built once
     assert AutoModel.from_pretrained(output / "save" / "student").config.num_hidden_layers == 1
     assert json.loads((output / "distillation.json").read_text())["epochs"] == 2
+
+
+def test_a_rerun_with_another_subset_is_refused_and_keeps_the_student(tiny_corpus, tiny_whisper_dir, tmp_path):
+    """The distillation README's own example, another budget in a finished run's folder: refused, nothing changed."""
+    flagship = RECIPE / "hparams" / "distill_kmeans.yaml"
+    base = [str(flagship), *tiny_overrides(tiny_corpus, tiny_whisper_dir, tmp_path / "units", tmp_path / "run",
+                                           flagship), "--number_of_epochs=1"]
+    recipe = load_recipe()
+    recipe.main(base)
+    student = tmp_path / "run" / "save" / "student"
+    before = {p.name: p.read_bytes() for p in student.iterdir()}
+    summary = (tmp_path / "run" / "distillation.json").read_text()
+    subset = (tmp_path / "run" / "selection" / "subset.csv").read_bytes()
+    with pytest.raises(RunMismatchError, match="(?s)recorded: .*budget_fraction.: 0.1.*this run: .*budget_fraction.: 0.05"):
+        recipe.main(base + ["--budget_fraction=0.05"])
+    assert {p.name: p.read_bytes() for p in student.iterdir()} == before  # not re-exported
+    assert (tmp_path / "run" / "distillation.json").read_text() == summary  # still the first subset's
+    assert (tmp_path / "run" / "selection" / "subset.csv").read_bytes() == subset  # refused before selecting
+    recipe.main([a for a in base if a != "--number_of_epochs=1"] + ["--number_of_epochs=2"])  # same subset: resumes
+    assert json.loads((tmp_path / "run" / "distillation.json").read_text())["epochs"] == 2
+
+
+def test_distillation_reads_other_rates_and_stereo_as_16k_mono(tiny_corpus, tmp_path):
+    """An 8 kHz stereo and a 44.1 kHz copy of an utterance train like the 16 kHz original: same length, same crops."""
+    import numpy as np
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    pool = read_manifest(tiny_corpus["save_folder"] / "pool.csv", data_root=tiny_corpus["data_folder"])
+    utt = max(pool.ids, key=pool.duration)
+    wav, rate = sf.read(pool.wav_path(utt), dtype="float32")
+    assert rate == 16000
+    for name, new_rate, channels in (("stereo8k", 8000, 2), ("cd", 44100, 1)):
+        copy = AF.resample(torch.from_numpy(wav), 16000, new_rate).numpy()
+        sf.write(tmp_path / f"{name}.wav", np.stack([copy] * channels, axis=1) if channels > 1 else copy, new_rate)
+    rows = "".join(f"{name},{pool.duration(utt)},$data_root/{name}.wav\n" for name in ("stereo8k", "cd"))
+    (tmp_path / "m.csv").write_text(f"ID,duration,wav\n{utt},{pool.duration(utt)},{pool.wav_path(utt)}\n{rows}")
+    dataset = load_dataset(tmp_path / "m.csv", tmp_path)
+    batches, _ = load_recipe().whole_utterance_batches(dataset, batch_size=1)
+    lengths = {ids[0]: int(round(float(lens[0]) * wavs.shape[1])) for ids, wavs, lens in batches}
+    assert lengths[utt] == len(wav)
+    assert abs(lengths["stereo8k"] - len(wav)) <= 2 and abs(lengths["cd"] - len(wav)) <= 2  # resampled, mono

@@ -18,6 +18,7 @@ from lobes.feature_cache import NoisyCrops, cache_features
 from lobes.mfcc_encoder import MFCCEncoder, load_encoder
 from lobes.probe_heads import BiLSTMHead, StatsPoolingClassifier
 from lobes.weighted_sum import WeightedLayerSum, statistics_pooling
+from tasks.run_identity import RunMismatchError
 
 ASR = SYNTH_RECIPE / "ASR"
 SPEAKER = SYNTH_RECIPE / "speaker"
@@ -91,7 +92,7 @@ def test_feature_cache_is_keyed_and_reused(tiny_corpus, tmp_path, monkeypatch):
     other = cache_features(MFCCEncoder(n_mfcc=20), csv, data_root, tmp_path)
     assert other.folder != cache.folder and other.dim == 120
 
-    monkeypatch.setattr(lobes.feature_cache, "read_audio", lambda *a, **k: pytest.fail("features recomputed"))
+    monkeypatch.setattr(lobes.feature_cache, "load_audio", lambda *a, **k: pytest.fail("features recomputed"))
     again = cache_features(MFCCEncoder(), csv, data_root, tmp_path)
     assert again.folder == cache.folder and torch.equal(again.get(ids[0]), cache.get(ids[0]))
 
@@ -189,11 +190,21 @@ def test_asr_probe_runs_and_reuses_its_features(encoder, tiny_corpus, tiny_huber
     data_files = sorted((tmp_path / "features" / encoder).glob("*/targets.f16"))
     assert len(data_files) == 4
     mtimes = [f.stat().st_mtime_ns for f in data_files]
-    monkeypatch.setattr(lobes.feature_cache, "read_audio", lambda *a, **k: pytest.fail("features recomputed"))
+    monkeypatch.setattr(lobes.feature_cache, "load_audio", lambda *a, **k: pytest.fail("features recomputed"))
     recipe.main([a for a in args if a != "--number_of_epochs=1"] + ["--number_of_epochs=2"])
     assert [f.stat().st_mtime_ns for f in data_files] == mtimes
     log = (tmp_path / "asr" / "train_log.txt").read_text()
     assert [int(e) for e in re.findall(r"^epoch: (\d+)", log, flags=re.M)] == [1, 2]
+
+    # another encoder into the same output folder: refused before training, naming both encoders
+    monkeypatch.undo()
+    other = "mfcc" if encoder == "tiny_hubert" else tiny_hubert_dir
+    switched = [a for a in args if not a.startswith(("--encoder_source", "--feature_folder"))] + [
+        f"--encoder_source={other}", f"--feature_folder={tmp_path / 'features' / 'other'}"]
+    with pytest.raises(RunMismatchError, match=f"(?s)recorded: .*{re.escape(str(source))}.*this run: .*"
+                                               f"{re.escape(str(other))}"):
+        recipe.main(switched)
+    assert json.loads((tmp_path / "asr" / "results.json").read_text())["encoder_source"] == str(source)
 
 
 def test_asr_probe_transcribes_what_it_hears(tiny_corpus, tmp_path, keep_threads):

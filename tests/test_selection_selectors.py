@@ -129,3 +129,14 @@ def test_fill_budget_property():
         assert len(rest) == 0 or budget - total < rest.min()
     assert fill_budget(np.array([5.0, 1.0, 1.0]), 2.0).tolist() == [1, 2]
     assert fill_budget(np.array([5.0]), 1.0).tolist() == []
+
+
+@pytest.mark.parametrize("selector", ALL, ids=_name)
+def test_utterances_without_units_are_never_selected(selector, corpus):
+    """Audio the units stage could not read (no units) is left out by every selector, units-free ones too."""
+    pool, target, manifest, _ = corpus
+    longest = [manifest.ids[i] for i in np.argsort(-manifest.durations)[:50]]  # what longest-first would take
+    unreadable = set(longest[::2]) | set(manifest.ids[::7])
+    readable = pool.units.subset([i for i in manifest.ids if i not in unreadable])
+    result = selector.select(manifest, readable, 0.5 * manifest.total_hours, target_units=target.units)
+    assert result.ids and not unreadable & set(result.ids)

@@ -180,3 +180,8 @@ def test_killed_run_leaves_only_complete_files(tiny_corpus, tmp_path):
         audio, rate = sf.read(path)
         assert rate == 16000 and len(audio) > 0
     assert not (tmp_path / "manifests" / "summary.json").exists()
+
+
+def test_an_engine_that_hangs_is_a_counted_failure_not_a_crash():
+    with pytest.raises(engines.SynthesisError, match="did not finish within 1 s"):
+        engines._run(["sleep", "5"], timeout=1)

@@ -41,8 +41,11 @@ class SynthesisError(RuntimeError):
     """The engine failed on one sentence (skipped and counted by the generator)."""
 
 
-def _run(cmd, **kwargs):
-    result = subprocess.run(cmd, capture_output=True, timeout=120, **kwargs)
+def _run(cmd, timeout=120, **kwargs):
+    try:
+        result = subprocess.run(cmd, capture_output=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise SynthesisError(f"{cmd[0]} did not finish within {timeout} s") from None
     if result.returncode != 0:
         err = result.stderr.decode(errors="replace").strip()[-300:]
         raise SynthesisError(f"{cmd[0]} exited with {result.returncode}: {err}")

@@ -107,8 +107,8 @@ class Selector(ABC):
             Candidate utterances (IDs and durations).
         units : selection.units.UnitSet or None
             Units keyed by ID, for the pool. Pool utterances without units (e.g.
-            audio skipped as unreadable) are left out with a warning. May be
-            ``None`` for selectors with ``needs_units = False``.
+            audio skipped as unreadable) are left out with a warning, by every
+            selector. May be ``None`` for selectors with ``needs_units = False``.
         budget_hours : float
             Audio to select, in hours (> 0). A budget at least as large as the
             pool takes the whole pool (with a warning).
@@ -136,10 +136,10 @@ class Selector(ABC):
         if units is not None and target_units is not None and units.n_clusters != target_units.n_clusters:
             raise ValueError(
                 f"pool units have {units.n_clusters} clusters, target units {target_units.n_clusters}")
-        if self.needs_units:
+        if units is not None:  # every selector, those that ignore units too: no units means unusable audio
             ids = [i for i in pool.ids if i in units]
             if len(ids) < len(pool):
-                logger.warning("%d of %d pool utterances have no units and are left out",
+                logger.warning("%d of %d pool utterances have no units (unreadable audio) and are left out",
                                len(pool) - len(ids), len(pool))
             rows = units.rows(ids)
         else:

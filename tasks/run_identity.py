@@ -1,0 +1,71 @@
+"""Tie a run's checkpoints to what produced them, so that a resumed run never mixes two experiments.
+
+A recipe describes its run by an *identity* (for distillation: the subset's
+utterance IDs and the teacher; for a probe: the encoder and its training
+split). The first run writes it to ``<save_folder>/run_identity.json``; a later
+run with checkpoints in that folder must present the same identity, or stops
+with both, before anything is trained or exported.
+"""
+
+import json
+from pathlib import Path
+
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+from common.atomic import atomic_write_text
+from common.hashing import settings_hash
+
+IDENTITY_FILE = "run_identity.json"
+
+
+class RunMismatchError(RuntimeError):
+    """The checkpoints in a folder belong to another run (another subset, teacher or encoder)."""
+
+
+def ids_hash(ids):
+    """SHA-256 (16 hex digits) of a set of utterance IDs, whatever their order."""
+    return settings_hash(sorted(ids), 16)
+
+
+def check_run_identity(save_folder, identity, record=True):
+    """Record ``identity`` with the run's checkpoints, or refuse checkpoints made for another.
+
+    Parameters
+    ----------
+    save_folder : str or os.PathLike
+        The checkpointer's folder.
+    identity : dict
+        JSON-serialisable description of what the checkpoints are trained on.
+    record : bool
+        ``False``: an early check of part of the identity (e.g. the selection
+        asked for, before it runs and rewrites its outputs): only the keys
+        given are compared, and nothing is written.
+
+    Raises
+    ------
+    RunMismatchError
+        When the folder's recorded identity differs, or when it holds
+        checkpoints but no identity (a run started before identities were
+        recorded): the message names the folder and both identities.
+    """
+    folder = Path(save_folder)
+    path = folder / IDENTITY_FILE
+    identity = json.loads(json.dumps(identity))  # as it will read back
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if not record:
+            recorded = {key: recorded.get(key) for key in identity}
+        if recorded != identity:
+            raise RunMismatchError(
+                f"{folder} holds checkpoints of another run:\n  recorded: {json.dumps(recorded, sort_keys=True)}\n"
+                f"  this run: {json.dumps(identity, sort_keys=True)}\n"
+                "use another output_folder (or experiment_name), or delete that folder to start again")
+        return
+    if any(folder.glob("CKPT+*")):
+        raise RunMismatchError(f"{folder} holds checkpoints of a run that recorded no identity (started before "
+                               "run identities were recorded): use another output_folder, or delete that folder")
+    if not record:
+        return
+    if if_main_process():
+        atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True))
+    ddp_barrier()
