@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 
 def file_sha256(path, block=1 << 20):
@@ -10,6 +11,28 @@ def file_sha256(path, block=1 << 20):
     with open(path, "rb") as handle:
         for piece in iter(lambda: handle.read(block), b""):
             digest.update(piece)
+    return digest.hexdigest()
+
+
+def files_state(paths):
+    """Hex SHA-256 of each file's path, size and modification time (``missing`` for an absent file).
+
+    The cache rule of every stage that reads audio: a file replaced, rewritten
+    or restored changes its size or modification time, hence the key, so what
+    was computed from the old file is not reused. Cheap (one ``stat`` per file).
+
+    Example
+    -------
+    >>> files_state(["/no/such/file"]) == files_state(["/no/such/file"])
+    True
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{path}\tmissing\n".encode())
     return digest.hexdigest()
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from common.audio import SAMPLE_RATE, load_audio
-from common.hashing import file_sha256, settings_hash
+from common.hashing import file_sha256, files_state, settings_hash
 from common.manifest import dataset_rows
 from lobes.target_cache import build_target_cache
 
@@ -123,10 +123,10 @@ def item_batches(items, batch_size, crops=None):
         yield [item[0] for item in chunk], wavs, lengths / wavs.shape[1]
 
 
-def cache_key(fingerprint, csv_path, crops=None):
-    """Hex key of (encoder fingerprint, manifest bytes, view)."""
+def cache_key(fingerprint, csv_path, crops=None, audio=None):
+    """Hex key of (encoder fingerprint, manifest bytes, view, audio files' state)."""
     spec = {"format": FORMAT_VERSION, "encoder": fingerprint, "manifest": file_sha256(csv_path),
-            "crops": None if crops is None else asdict(crops)}
+            "crops": None if crops is None else asdict(crops), "audio": audio}
     return settings_hash(spec)
 
 
@@ -144,7 +144,9 @@ def cache_features(encoder, csv_path, data_root, cache_root, crops=None, batch_s
     data_root : str or os.PathLike
         Replacement of ``$data_root`` in the manifest.
     cache_root : str or os.PathLike
-        Parent folder; the cache is ``<cache_root>/<manifest stem>-<key>``.
+        Parent folder; the cache is ``<cache_root>/<manifest stem>-<key>``, the key
+        hashing the encoder, the manifest, the crops and each audio file's size
+        and modification time.
     crops : NoisyCrops, optional
         Store noisy crops (IDs ``utt#k``) instead of whole utterances.
     batch_size : int
@@ -159,8 +161,9 @@ def cache_features(encoder, csv_path, data_root, cache_root, crops=None, batch_s
     """
     fingerprint = fingerprint or encoder_fingerprint(encoder)
     name = Path(csv_path).stem
-    folder = Path(cache_root) / f"{name}-{cache_key(fingerprint, csv_path, crops)[:16]}"
     items = manifest_items(csv_path, data_root, crops)
+    audio = files_state(sorted({item[1] for item in items}))  # a replaced audio file is encoded again
+    folder = Path(cache_root) / f"{name}-{cache_key(fingerprint, csv_path, crops, audio)[:16]}"
     # a lazy generator: nothing is read or encoded when the cache is already complete
     return build_target_cache(encoder, item_batches(items, batch_size, crops), None, folder,
                               total=-(-len(items) // batch_size), desc=f"{name} features")

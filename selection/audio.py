@@ -1,4 +1,10 @@
-"""Stream manifest audio, skipping (and recording) unreadable files (reading: :func:`common.audio.load_audio`)."""
+"""Stream manifest audio, skipping (and recording) unreadable files (reading: :func:`common.audio.load_audio`).
+
+Every file read is also checked against its manifest duration: a difference
+above :data:`DURATION_TOLERANCE` (the larger of 0.1 s and 1 %) is recorded in
+``AudioStream.wrong_durations``, and the units stage stops on it (budgets and
+hours are computed from the manifest, so a wrong duration would make them wrong).
+"""
 
 import logging
 
@@ -7,6 +13,13 @@ from tqdm import tqdm
 from common.audio import SAMPLE_RATE, AudioError, load_audio
 
 logger = logging.getLogger(__name__)
+DURATION_TOLERANCE = (0.1, 0.01)  # seconds, fraction: the larger applies
+
+
+def duration_disagrees(manifest_seconds, audio_seconds):
+    """Whether a manifest duration is off the audio's by more than :data:`DURATION_TOLERANCE`."""
+    seconds, fraction = DURATION_TOLERANCE
+    return abs(manifest_seconds - audio_seconds) > max(seconds, fraction * audio_seconds)
 
 
 class AudioStream:
@@ -30,6 +43,9 @@ class AudioStream:
         ``(utt_id, reason)`` of every utterance whose audio could not be used,
         filled while iterating (reset when a new iteration starts). Each skip
         is also logged as a warning.
+    wrong_durations : list of (str, float, float)
+        ``(utt_id, manifest seconds, audio seconds)`` of the utterances whose
+        manifest duration disagrees with their audio (see module notes).
     """
 
     def __init__(self, manifest, ids=None, sample_rate=SAMPLE_RATE, progress=None):
@@ -38,12 +54,14 @@ class AudioStream:
         self.sample_rate = sample_rate
         self.progress = progress
         self.skipped = []
+        self.wrong_durations = []
 
     def __len__(self):
         return len(self.ids)
 
     def __iter__(self):
-        self.skipped = []
+        self.skipped, self.wrong_durations = [], []
+        self.wrong_durations = []
         durations = self.manifest.durations_of(self.ids)
         bar = None
         if self.progress is not None:
@@ -60,6 +78,8 @@ class AudioStream:
                     logger.warning("skipping %s: %s", utt_id, err)
                     self.skipped.append((utt_id, str(err)))
                     continue
+                if duration_disagrees(float(duration), len(wav) / self.sample_rate):
+                    self.wrong_durations.append((utt_id, float(duration), len(wav) / self.sample_rate))
                 yield utt_id, wav
         finally:
             if bar is not None:

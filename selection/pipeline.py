@@ -11,7 +11,8 @@ caller merges them after a barrier (see :func:`merge_units`).
 import logging
 from pathlib import Path
 
-from common.hashing import file_sha256, settings_hash
+from common.hashing import file_sha256, files_state, settings_hash
+from common.manifest import ManifestError
 from selection.audio import AudioStream
 from selection.features import iter_features
 from selection.units import (
@@ -26,6 +27,11 @@ from selection.units import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def audio_state(manifest):
+    """:func:`common.hashing.files_state` of a manifest's audio files (part of every stage key)."""
+    return files_state(manifest.wav_path(utt_id) for utt_id in manifest.ids)
 
 
 class UnitPipeline:
@@ -77,12 +83,13 @@ class UnitPipeline:
                          "kmeans": self.kmeans_settings}
 
     def codebook_path(self, fit_manifest):
-        key = settings_hash({**self.settings, "fit_manifest": file_sha256(fit_manifest.path)}, 12)
+        key = settings_hash({**self.settings, "fit_manifest": file_sha256(fit_manifest.path),
+                             "fit_audio": audio_state(fit_manifest)}, 12)
         return self.folder / f"codebook-k{self.n_clusters}-{key}.joblib"
 
     def units_path(self, codebook_path, manifest, name):
         key = settings_hash({"codebook": codebook_path.name, "dedup": self.dedup,
-                             "manifest": file_sha256(manifest.path)}, 12)
+                             "manifest": file_sha256(manifest.path), "audio": audio_state(manifest)}, 12)
         return self.folder / f"units-{name}-{key}.npz"
 
     def fit_codebook(self, fit_manifest):
@@ -132,6 +139,10 @@ class UnitPipeline:
         if stream.skipped:
             logger.warning("%s: %d utterances without units (unreadable audio): %s", name,
                            len(stream.skipped), stream.skipped[:5])
+        if stream.wrong_durations:
+            listed = "; ".join(f"{i}: manifest {m:.2f} s, audio {a:.2f} s" for i, m, a in stream.wrong_durations[:10])
+            raise ManifestError(f"{manifest.path}: {len(stream.wrong_durations)} durations disagree with the audio "
+                                f"(budgets and hours come from them): {listed}")
         self.folder.mkdir(parents=True, exist_ok=True)
         units.save(out)
         return out

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_write_text
+from common.atomic import atomic_write_text, remove_temporaries
 from common.hashing import file_sha256, settings_hash
 from common.manifest import read_manifest
 from selection.outputs import (
@@ -213,6 +213,9 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     feature_settings = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
     pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder, seed=seed, **unit_settings)
     if rank == 0:
+        for folder in (output_folder, units_folder):  # what killed runs left half-written
+            if folder.is_dir() and (removed := remove_temporaries(folder)):
+                logger.info("removed %d temporary files a killed run left in %s", removed, folder)
         codebook, codebook_path = pipeline.fit_codebook(pool)
     barrier()
     if rank != 0:

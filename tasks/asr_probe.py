@@ -22,7 +22,6 @@ python recipes/SynthDomains/ASR/train.py recipes/SynthDomains/ASR/hparams/ctc_pr
 python recipes/SynthDomains/ASR/train.py recipes/SynthDomains/ASR/hparams/ctc_probe.yaml --encoder_source=mfcc --encoder_name=mfcc
 """
 
-import json
 import logging
 import sys
 import time
@@ -30,18 +29,15 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import load_audio
-from common.hashing import file_sha256
 from common.manifest import load_dataset
-from lobes.feature_cache import cache_features, encoder_fingerprint
-from lobes.mfcc_encoder import load_encoder
+from lobes.feature_cache import cache_features
 from lobes.probe_brain import LayerMixProbeBrain
-from tasks.run_identity import check_run_identity
+from tasks.experiment import checkpoint_probe, load_probe_encoder, start_experiment, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -155,18 +151,10 @@ def compute_features(hparams, encoder, fingerprint, splits):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
-    torch.set_num_threads(hparams["torch_threads"])
     started = time.time()
-
-    run_on_main(hparams["prepare_data"])
-    if hparams["prepare_encoder"] is not None:
-        run_on_main(hparams["prepare_encoder"])
-    encoder = load_encoder(hparams["encoder_source"])
-    fingerprint = encoder_fingerprint(encoder)
+    hparams, run_opts = start_experiment(argv, process_group=False)
+    torch.set_num_threads(hparams["torch_threads"])
+    encoder, fingerprint = load_probe_encoder(hparams)
     splits = [hparams["train_split"], hparams["valid_split"], *hparams["test_splits"]]
     caches = None
     if hparams["cache_features"]:
@@ -177,11 +165,7 @@ def main(argv):
 
     weighted_sum = hparams["weighted_sum"](encoder)
     head = hparams["head"](input_size=weighted_sum.hidden_size, n_outputs=len(vocab))
-    check_run_identity(hparams["save_folder"], {
-        "encoder": str(hparams["encoder_source"]), "encoder_weights": fingerprint,
-        "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
-    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
-    hparams["checkpointer"].add_recoverable("head", head)
+    checkpoint_probe(hparams, fingerprint, weighted_sum, head)
     brain = CTCProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
                           run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.vocab = vocab
@@ -214,8 +198,7 @@ def main(argv):
             "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
             "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
         }
-        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", results)
+        write_results(hparams["output_folder"], "results.json", results)
     return brain
 
 

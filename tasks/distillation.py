@@ -18,8 +18,6 @@ python recipes/SynthDomains/distillation/train.py recipes/SynthDomains/distillat
 torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>   # several processes (gloo without a GPU)
 """
 
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -27,16 +25,16 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import SAMPLE_RATE, load_audio
+from common.hashing import files_state, settings_hash
 from common.manifest import load_dataset
 from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
 from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches
-from tasks.process_group import init_process_group
+from tasks.experiment import start_experiment, write_results
 from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
 
@@ -190,9 +188,10 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
     dict
         ``{"targets": TargetCache}``, plus ``"cnn"`` with ``with_cnn``.
     """
-    content = json.dumps([(i, dataset.data[i]["wav"]) for i in sorted(dataset.data_ids)]).encode()
+    ids = sorted(dataset.data_ids)
+    audio = files_state(dataset.data[i]["wav"] for i in ids)  # a replaced file is computed again
     prefix = f"{name}-{Path(hparams['teacher_source']).name}"
-    suffix = hashlib.sha256(content).hexdigest()[:12]
+    suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio}, 12)
     folder = Path(hparams["cache_folder"])
     outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
     if with_cnn:
@@ -243,14 +242,8 @@ def target_statistics(hparams, train_cache):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    run_opts = init_process_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
-
-    run_on_main(hparams["prepare_data"])
+    hparams, run_opts = start_experiment(argv)
     if hparams["build_teacher"] is not None:
         run_on_main(hparams["build_teacher"])
     request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
@@ -307,8 +300,7 @@ def main(argv):
                    "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
                    "last_stats": getattr(brain, "last_stats", None),
                    "this_run_minutes": round((time.time() - started) / 60, 2)}
-        (Path(hparams["output_folder"]) / "distillation.json").write_text(json.dumps(summary, indent=2))
-        logger.info("student exported to %s: %s", Path(hparams["save_folder"]) / "student", summary)
+        write_results(hparams["output_folder"], "distillation.json", summary)
 
 
 if __name__ == "__main__":

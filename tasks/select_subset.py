@@ -22,25 +22,17 @@ the process group uses the gloo backend (set here unless
 import logging
 import sys
 
-import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
-from tasks.process_group import init_process_group
+from tasks.experiment import start_experiment
 from tasks.subset import select_subset
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    run_opts = init_process_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
-
-    run_on_main(hparams["prepare_data"])
+    hparams, _ = start_experiment(argv)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     subset, result = select_subset(
         hparams, hparams["output_folder"], rank=torch.distributed.get_rank() if distributed else 0,

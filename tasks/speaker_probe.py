@@ -25,7 +25,6 @@ python recipes/SynthDomains/speaker/train.py recipes/SynthDomains/speaker/hparam
 python recipes/SynthDomains/speaker/train.py recipes/SynthDomains/speaker/hparams/spk_probe.yaml --encoder_source=mfcc --encoder_name=mfcc
 """
 
-import json
 import logging
 import sys
 import time
@@ -35,17 +34,14 @@ import numpy as np
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
 from common.audio import load_audio
-from common.hashing import file_sha256
 from common.manifest import dataset_rows
-from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features, encoder_fingerprint
-from lobes.mfcc_encoder import load_encoder
+from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features
 from lobes.probe_brain import LayerMixProbeBrain
-from tasks.run_identity import check_run_identity
+from tasks.experiment import checkpoint_probe, load_probe_encoder, start_experiment, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -247,18 +243,10 @@ def dataio_prepare(hparams, caches=None):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
-    torch.set_num_threads(hparams["torch_threads"])
     started = time.time()
-
-    run_on_main(hparams["prepare_data"])
-    if hparams["prepare_encoder"] is not None:
-        run_on_main(hparams["prepare_encoder"])
-    encoder = load_encoder(hparams["encoder_source"])
-    fingerprint = encoder_fingerprint(encoder)
+    hparams, run_opts = start_experiment(argv, process_group=False)
+    torch.set_num_threads(hparams["torch_threads"])
+    encoder, fingerprint = load_probe_encoder(hparams)
     caches = None
     if hparams["cache_features"]:
         run_on_main(compute_features, args=[hparams, encoder, fingerprint])
@@ -268,11 +256,7 @@ def main(argv):
 
     weighted_sum = hparams["weighted_sum"](encoder)
     head = hparams["head"](input_size=weighted_sum.hidden_size, n_classes=len(speakers))
-    check_run_identity(hparams["save_folder"], {
-        "encoder": str(hparams["encoder_source"]), "encoder_weights": fingerprint,
-        "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
-    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
-    hparams["checkpointer"].add_recoverable("head", head)
+    checkpoint_probe(hparams, fingerprint, weighted_sum, head)
     brain = SpeakerProbeBrain(modules={"weighted_sum": weighted_sum, "head": head}, hparams=hparams,
                               run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.trials = trials
@@ -304,8 +288,7 @@ def main(argv):
             "feature_minutes": round(feature_minutes, 2), "train_minutes": round(fit_minutes, 2),
             "this_run_minutes": round((time.time() - started) / 60, 2), "seed": hparams["seed"],
         }
-        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", results)
+        write_results(hparams["output_folder"], "results.json", results)
     return brain
 
 

@@ -14,7 +14,6 @@ python recipes/SynthDomains/teacher/train.py recipes/SynthDomains/teacher/hparam
 python -m tasks.teacher_pretraining <hparams> [--key=value ...]   # the same
 """
 
-import json
 import logging
 import sys
 import time
@@ -24,7 +23,6 @@ import numpy as np
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
@@ -34,6 +32,7 @@ from common.mfcc import HOP_SAMPLES, MFCCFrontEnd
 from lobes.crops import frame_count, random_aligned_crop
 from lobes.students import export_model_folder
 from selection.pipeline import UnitPipeline
+from tasks.experiment import start_experiment, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +182,8 @@ def export_teacher(hubert, folder):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     started = time.time()
-
-    run_on_main(hparams["prepare_data"])
+    hparams, run_opts = start_experiment(argv, process_group=False)
     manifest = read_manifest(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv",
                              data_root=hparams["data_folder"])
     run_on_main(build_targets, args=[hparams, manifest])
@@ -216,8 +210,7 @@ def main(argv):
                    "train_hours": sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600,
                    "this_run_minutes": round((time.time() - started) / 60, 2),
                    "export_folder": str(hparams["export_folder"])}
-        (Path(hparams["output_folder"]) / "results.json").write_text(json.dumps(results, indent=2))
-        logger.info("teacher exported to %s: %s", hparams["export_folder"], results)
+        write_results(hparams["output_folder"], "results.json", results)
 
 
 if __name__ == "__main__":

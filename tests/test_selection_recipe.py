@@ -287,3 +287,47 @@ def test_ssl_teacher_layer_features(tiny_corpus, tiny_hubert_dir, tmp_path):
     features = record["unit_settings"]["features"]
     assert features["kind"] == "ssl" and features["layer"] == 1 and len(features["files_sha256"]) == 64
     assert result.ids and record["unit_quality"]["pool"]["clusters_used"] > 8 and record["pool_utterances"] == 20
+
+
+def test_a_replaced_audio_file_is_not_served_from_the_cache(tiny_corpus, tmp_path):
+    """Units are keyed by each audio file's size and modification time: a repaired file gets its units."""
+    import shutil
+
+    rows = (tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)
+    header, first = rows[0], rows[1]
+    fixed_source = first.split(",")[2].replace("$data_root", str(tiny_corpus["data_folder"]))
+    broken = tmp_path / "repaired.flac"
+    broken.write_bytes(b"not audio" * 100)
+    pool = tmp_path / "pool.csv"
+    pool.write_text(header + "".join(rows[2:31]) + first.replace(first.split(",")[2], str(broken), 1))
+    repaired_id = first.split(",")[0]
+
+    def without_units():
+        run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", pool_manifest=pool,
+                       selector=RandomSelector(), budget_hours=1000.0)
+        return json.loads((tmp_path / "out" / "selection.json").read_text())["pool_utterances_without_units"]
+
+    assert without_units() == 1
+    shutil.copyfile(fixed_source, broken)  # the same path, now good audio
+    assert without_units() == 0
+    assert repaired_id in load_selection_result(tmp_path / "out").ids
+
+
+def test_a_rerun_removes_what_a_killed_run_left(tiny_corpus, tmp_path):
+    run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units")
+    left = [tmp_path / "out" / ".subset.csv.x1y2.partial.csv", tmp_path / "units" / ".units-pool-1.npz.z3.partial.npz"]
+    for path in left:
+        path.write_bytes(b"half")
+    run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units")
+    assert not any(path.exists() for path in left)
+    assert (tmp_path / "out" / "selection.json").exists()
+
+
+def test_durations_that_disagree_with_the_audio_stop_the_run(tiny_corpus, tmp_path):
+    rows = (tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)
+    wrong = [row.split(",")[0] for row in rows[1:4]]
+    zeroed = [",".join([row.split(",")[0], "0.0", *row.split(",")[2:]]) for row in rows[1:4]]
+    pool = tmp_path / "pool.csv"
+    pool.write_text(rows[0] + "".join(zeroed) + "".join(rows[4:]))
+    with pytest.raises(ManifestError, match=rf"pool.csv: 3 durations disagree with the audio .*{wrong[0]}: manifest 0.00 s"):
+        run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", pool_manifest=pool)

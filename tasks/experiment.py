@@ -1,0 +1,69 @@
+"""What every task's ``main`` does first (command line, hparams, data) and last (its results file)."""
+
+import json
+import logging
+from pathlib import Path
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from common.atomic import atomic_write_text
+from common.hashing import file_sha256
+from lobes.feature_cache import encoder_fingerprint
+from lobes.mfcc_encoder import load_encoder
+from tasks.process_group import init_process_group
+from tasks.run_identity import check_run_identity
+
+logger = logging.getLogger(__name__)
+
+
+def start_experiment(argv, process_group=True):
+    """Parse ``argv`` (``hparams.yaml --key=value ...``), load the hparams and make the output folder.
+
+    Then runs the dataset's preparation (``prepare_data``) on the main process.
+
+    Parameters
+    ----------
+    argv : list of str
+        The recipe's command line, without the script.
+    process_group : bool
+        Join the ``torchrun`` process group (gloo without a GPU; nothing
+        happens without ``torchrun``), for tasks that run on several processes.
+
+    Returns
+    -------
+    tuple of (dict, speechbrain.core.RunOptions)
+        The loaded hparams and the run options (give them to the Brain).
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    if process_group:
+        run_opts = init_process_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    run_on_main(hparams["prepare_data"])
+    return hparams, run_opts
+
+
+def load_probe_encoder(hparams):
+    """A probe's frozen encoder (``encoder_source``, made ready by ``prepare_encoder``) and its fingerprint."""
+    if hparams["prepare_encoder"] is not None:
+        run_on_main(hparams["prepare_encoder"])
+    encoder = load_encoder(hparams["encoder_source"])
+    return encoder, encoder_fingerprint(encoder)
+
+
+def write_results(output_folder, name, results):
+    """Write ``results`` as ``output_folder/name`` (JSON), atomically: the file that marks a run finished."""
+    atomic_write_text(Path(output_folder) / name, json.dumps(results, indent=2))
+    logger.info("%s: %s", name, results)
+
+
+def checkpoint_probe(hparams, fingerprint, weighted_sum, head):
+    """Give a probe's trained parts to its checkpointer, once its checkpoints are known to be this encoder's."""
+    check_run_identity(hparams["save_folder"], {
+        "encoder": str(hparams["encoder_source"]), "encoder_weights": fingerprint,
+        "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
+    hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
+    hparams["checkpointer"].add_recoverable("head", head)
