@@ -67,11 +67,13 @@ class AudioStream:
         if self.progress is not None:
             total = float(durations.sum())
             bar = tqdm(total=round(total), unit="audio-s", desc=f"{self.progress} ({total / 3600:.2f} h)",
-                       smoothing=0.05)
+                       smoothing=0.05, mininterval=1.0)
+        seconds_read = 0.0
         try:
             for utt_id, duration in zip(self.ids, durations):
-                if bar is not None:
-                    bar.update(float(duration))
+                if bar is not None:  # whole audio seconds read so far
+                    seconds_read += float(duration)
+                    bar.update(round(seconds_read) - bar.n)
                 try:
                     wav = load_audio(self.manifest.wav_path(utt_id), self.sample_rate)
                 except AudioError as err:
