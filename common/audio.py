@@ -19,6 +19,19 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000
+DURATION_TOLERANCE = (0.1, 0.01)  # seconds, fraction: a manifest duration may be off its audio by the larger
+
+
+def duration_disagrees(manifest_seconds, audio_seconds):
+    """Whether a manifest duration is off the audio's by more than :data:`DURATION_TOLERANCE`.
+
+    Example
+    -------
+    >>> duration_disagrees(3.05, 3.0), duration_disagrees(0.0, 3.0)
+    (False, True)
+    """
+    seconds, fraction = DURATION_TOLERANCE
+    return abs(manifest_seconds - audio_seconds) > max(seconds, fraction * audio_seconds)
 
 
 class AudioError(RuntimeError):

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.audio import duration_disagrees
+from common.corpus_files import audio_duration
+
 REQUIRED_COLUMNS = ("ID", "duration", "wav")
 DATA_ROOT_PLACEHOLDER = "$data_root"
 
@@ -190,3 +193,27 @@ def load_dataset(path, data_root):
     from speechbrain.dataio.dataset import DynamicItemDataset
 
     return DynamicItemDataset(dataset_rows(path, data_root))
+
+
+def check_durations(rows, path):
+    """Stop when ``rows`` (from :func:`dataset_rows`) hold durations that disagree with their audio.
+
+    Durations are read from each file's header (cheap); unreadable files are
+    left to the stage that reads them. The tolerance is
+    :data:`common.audio.DURATION_TOLERANCE`.
+
+    Raises
+    ------
+    ManifestError
+        Naming ``path`` and the first files, with both durations.
+    """
+    wrong = []
+    for utt_id, row in rows.items():
+        try:
+            seconds = audio_duration(row["wav"])
+        except RuntimeError:
+            continue
+        if duration_disagrees(row["duration"], seconds):
+            wrong.append(f"{utt_id}: manifest {row['duration']:.2f} s, audio {seconds:.2f} s")
+    if wrong:
+        raise ManifestError(f"{path}: {len(wrong)} durations disagree with the audio: {'; '.join(wrong[:10])}")

@@ -1,7 +1,7 @@
 """Stream manifest audio, skipping (and recording) unreadable files (reading: :func:`common.audio.load_audio`).
 
 Every file read is also checked against its manifest duration: a difference
-above :data:`DURATION_TOLERANCE` (the larger of 0.1 s and 1 %) is recorded in
+above :data:`common.audio.DURATION_TOLERANCE` (the larger of 0.1 s and 1 %) is recorded in
 ``AudioStream.wrong_durations``, and the units stage stops on it (budgets and
 hours are computed from the manifest, so a wrong duration would make them wrong).
 """
@@ -10,16 +10,9 @@ import logging
 
 from tqdm import tqdm
 
-from common.audio import SAMPLE_RATE, AudioError, load_audio
+from common.audio import SAMPLE_RATE, AudioError, duration_disagrees, load_audio
 
 logger = logging.getLogger(__name__)
-DURATION_TOLERANCE = (0.1, 0.01)  # seconds, fraction: the larger applies
-
-
-def duration_disagrees(manifest_seconds, audio_seconds):
-    """Whether a manifest duration is off the audio's by more than :data:`DURATION_TOLERANCE`."""
-    seconds, fraction = DURATION_TOLERANCE
-    return abs(manifest_seconds - audio_seconds) > max(seconds, fraction * audio_seconds)
 
 
 class AudioStream:

@@ -29,7 +29,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import SAMPLE_RATE, load_audio
 from common.hashing import files_state, settings_hash
-from common.manifest import load_dataset
+from common.manifest import check_durations, load_dataset
 from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
 from lobes.feature_cache import encoder_fingerprint
@@ -128,6 +128,7 @@ def load_datasets(hparams, subset_csv):
     """The subset (training) and the first ``valid_utterances`` of the validation split, by duration."""
     train = load_dataset(subset_csv, hparams["data_folder"])
     valid = load_dataset(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv", hparams["data_folder"])
+    check_durations(train.data, subset_csv)  # crops are placed from them
     return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
 
 

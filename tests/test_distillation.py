@@ -242,3 +242,25 @@ def test_distillation_reads_other_rates_and_stereo_as_16k_mono(tiny_corpus, tmp_
     lengths = {ids[0]: int(round(float(lens[0]) * wavs.shape[1])) for ids, wavs, lens in batches}
     assert lengths[utt] == len(wav)
     assert abs(lengths["stereo8k"] - len(wav)) <= 2 and abs(lengths["cd"] - len(wav)) <= 2  # resampled, mono
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("duplicate", r"pool.csv, line 4: duplicate ID"),
+    ("zero_durations", r"pool.csv: 2 durations disagree with the audio: .*manifest 0.00 s"),
+])
+def test_a_bad_pool_is_named_when_distilling_the_whole_pool(fault, message, tiny_corpus, tiny_whisper_dir, tmp_path):
+    """selection=full reads the pool manifest itself: the same checks and messages as selection."""
+    from common.manifest import ManifestError
+
+    rows = (tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)
+    if fault == "duplicate":
+        body = rows[1:3] + [rows[1]] + rows[3:10]
+    else:
+        body = [",".join([r.split(",")[0], "0.0", *r.split(",")[2:]]) for r in rows[1:3]] + rows[3:10]
+    (tmp_path / "pool.csv").write_text(rows[0] + "".join(body))
+    flagship = RECIPE / "hparams" / "distill_kmeans.yaml"
+    argv = [str(flagship), *tiny_overrides(tiny_corpus, tiny_whisper_dir, tmp_path / "units", tmp_path / "run",
+                                           flagship, selection="full"),
+            f"--pool_manifest={tmp_path / 'pool.csv'}", "--number_of_epochs=1"]
+    with pytest.raises(ManifestError, match=message):
+        load_recipe().main(argv)
