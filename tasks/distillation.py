@@ -34,7 +34,7 @@ from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
 from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches
-from tasks.experiment import start_experiment, write_results
+from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
 from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
 
@@ -276,7 +276,7 @@ def main(argv):
     add_pipelines(hparams, train, valid, teacher, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
-    steps = -(-len(train) // hparams["batch_size"]) * hparams["number_of_epochs"]
+    steps = optimizer_steps_per_epoch(len(train), hparams["batch_size"], run_opts) * hparams["number_of_epochs"]
     hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
         hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
     brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
@@ -299,6 +299,7 @@ def main(argv):
                    "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
                    "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
                    "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
+                   "optimizer_steps": brain.optimizer_step, "schedule_steps": steps,
                    "last_stats": getattr(brain, "last_stats", None),
                    "this_run_minutes": round((time.time() - started) / 60, 2)}
         write_results(hparams["output_folder"], "distillation.json", summary)

@@ -2,9 +2,11 @@
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
@@ -67,3 +69,22 @@ def checkpoint_probe(hparams, fingerprint, weighted_sum, head):
         "train_manifest": file_sha256(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv")})
     hparams["checkpointer"].add_recoverable("weighted_sum", weighted_sum)
     hparams["checkpointer"].add_recoverable("head", head)
+
+
+def optimizer_steps_per_epoch(n_examples, batch_size, run_opts):
+    """Optimizer steps one process takes in an epoch, for learning-rate schedules.
+
+    Under ``torchrun`` each process gets its shard of the examples
+    (SpeechBrain's distributed sampler pads the shards to equal size), in
+    batches of ``batch_size``, and steps once per ``grad_accumulation_factor``
+    batches.
+
+    Example
+    -------
+    >>> optimizer_steps_per_epoch(10, 4, {})
+    3
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    batches = math.ceil(math.ceil(n_examples / world_size) / batch_size)
+    return max(1, batches // run_opts.get("grad_accumulation_factor", 1))

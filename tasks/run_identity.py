@@ -51,8 +51,10 @@ def check_run_identity(save_folder, identity, record=True):
     folder = Path(save_folder)
     path = folder / IDENTITY_FILE
     identity = json.loads(json.dumps(identity))  # as it will read back
-    if path.exists():
-        recorded = json.loads(path.read_text())
+    recorded = json.loads(path.read_text()) if path.exists() else None
+    has_checkpoints = any(folder.glob("CKPT+*"))
+    ddp_barrier()  # every process has read the folder before the main process writes to it: all decide alike
+    if recorded is not None:
         if not record:
             recorded = {key: recorded.get(key) for key in identity}
         if recorded != identity:
@@ -61,7 +63,7 @@ def check_run_identity(save_folder, identity, record=True):
                 f"  this run: {json.dumps(identity, sort_keys=True)}\n"
                 "use another output_folder (or experiment_name), or delete that folder to start again")
         return
-    if any(folder.glob("CKPT+*")):
+    if has_checkpoints:
         raise RunMismatchError(f"{folder} holds checkpoints of a run that recorded no identity (started before "
                                "run identities were recorded): use another output_folder, or delete that folder")
     if not record:

@@ -199,7 +199,13 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
     caches = sorted(p.name.split("-")[0] for p in (output / "save" / "teacher_targets").iterdir())
     assert caches == ["train", "train", "valid", "valid"]  # targets and CNN output, built once
     assert AutoModel.from_pretrained(output / "save" / "student").config.num_hidden_layers == 1
-    assert json.loads((output / "distillation.json").read_text())["epochs"] == 2
+    summary = json.loads((output / "distillation.json").read_text())
+    assert summary["epochs"] == 2
+    # the schedule counts the steps this process takes (its half of the subset), so it ends where training does
+    assert summary["optimizer_steps"] == summary["schedule_steps"]
+    last_lr = float(re.findall(r"^epoch: 2, lr: ([\d.e+-]+)", log, flags=re.M)[0])
+    warmup = int(0.07 * summary["schedule_steps"])  # warmup_fraction of distill_kmeans_hubert.yaml
+    assert last_lr == pytest.approx(0.0005 / max(1, summary["schedule_steps"] - warmup), rel=0.02)
 
 
 def test_a_rerun_with_another_subset_is_refused_and_keeps_the_student(tiny_corpus, tiny_whisper_dir, tmp_path):
