@@ -4,6 +4,7 @@ Choices
 -------
 * Audio is read with :mod:`soundfile` (as SpeechBrain's dataio does), as float32.
 * Multi-channel audio is averaged to mono.
+* A conversion is logged once per kind of input (rate, channels), naming the first file.
 * Another sample rate is converted with :func:`torchaudio.functional.resample`
   (band-limited sinc interpolation with a Hann window, torchaudio's default), the
   same kernel SpeechBrain's ``Resample`` uses: good quality, no extra dependency.
@@ -11,6 +12,7 @@ Choices
   samples, raises :class:`AudioError` naming the file.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000
+logger = logging.getLogger(__name__)
 DURATION_TOLERANCE = (0.1, 0.01)  # seconds, fraction: a manifest duration may be off its audio by the larger
 
 
@@ -86,4 +89,18 @@ def load_audio(path, sample_rate=SAMPLE_RATE, start=0, stop=None):
     wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     if file_rate != sample_rate:
         wav = AF.resample(wav, file_rate, sample_rate)[start:stop]
+    _note_conversion(path, file_rate, data.shape[1], sample_rate)
     return wav
+
+
+_NOTED = set()
+
+
+def _note_conversion(path, file_rate, channels, sample_rate):
+    """Log, once per kind of input, that audio is resampled or downmixed (naming the first such file)."""
+    kind = (file_rate, channels)
+    if (file_rate == sample_rate and channels == 1) or kind in _NOTED:
+        return
+    _NOTED.add(kind)
+    logger.info("audio at %d Hz with %d channel(s) is converted to %d Hz mono (first: %s)", file_rate, channels,
+                sample_rate, path)

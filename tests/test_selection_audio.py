@@ -58,3 +58,16 @@ def test_stream_skips_missing_corrupt_and_empty_files(tmp_path, caplog):
     assert sum("skipping" in r.message for r in caplog.records) == 3
     list(stream)  # a second pass starts a fresh skip list
     assert len(stream.skipped) == 3
+
+
+def test_a_conversion_is_logged_once_per_kind_of_input(tmp_path, caplog):
+    import common.audio
+
+    common.audio._NOTED.clear()
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", np.zeros((8000, 2), dtype="float32"), 8000)
+    with caplog.at_level(logging.INFO, logger="common.audio"):
+        load_audio(tmp_path / "a.wav")
+        load_audio(tmp_path / "b.wav")
+    notes = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert len(notes) == 1 and "8000 Hz with 2 channel(s)" in notes[0] and "a.wav" in notes[0]
