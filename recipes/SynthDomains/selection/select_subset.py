@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Select a subset of the SynthDomains pool without labels (see README.md and :mod:`tasks.select_subset`).
 
-python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select_cds.yaml [--key=value ...]
+python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/selection/hparams/select.yaml [--selection=random ...]
 """
 
 import sys
