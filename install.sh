@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install DistilSelect on a fresh Debian/Ubuntu machine: system packages (requirements-apt.txt),
 # a virtual environment in .venv with the pinned Python packages (requirements.txt), and the
-# project itself in editable mode (so `selection` and `lobes` import from any recipe folder).
+# project itself in editable mode (so `tasks`, `corpora`, `selection`, `lobes` and `common` import from anywhere).
 set -euo pipefail
 cd "$(dirname "$0")"
 SUDO=""
