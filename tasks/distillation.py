@@ -19,6 +19,7 @@ torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>
 """
 
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -125,11 +126,29 @@ def ensure_subset(hparams):
 
 
 def load_datasets(hparams, subset_csv):
-    """The subset (training) and the first ``valid_utterances`` of the validation split, by duration."""
+    """The subset (training) and ``valid_utterances`` of the validation split, drawn with ``valid_seed``, by duration.
+
+    The draw is seeded on its own, so every run and seed validates on the same
+    utterances, spread over the split (its first rows may all be one domain).
+    """
     train = load_dataset(subset_csv, hparams["data_folder"])
     valid = load_dataset(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv", hparams["data_folder"])
     check_durations(train.data, subset_csv)  # crops are placed from them
-    return train, valid.filtered_sorted(sort_key="duration", select_n=hparams["valid_utterances"])
+    drawn = validation_ids(valid.data_ids, hparams["valid_utterances"], hparams["valid_seed"])
+    valid = sb.dataio.dataset.DynamicItemDataset({utt_id: valid.data[utt_id] for utt_id in drawn})
+    return train, valid.filtered_sorted(sort_key="duration")
+
+
+def validation_ids(ids, count, seed):
+    """``count`` of ``ids`` drawn without replacement with ``seed`` (all of them when fewer), in file order.
+
+    Example
+    -------
+    >>> validation_ids(["a", "b", "c", "d"], 2, 0) == validation_ids(["a", "b", "c", "d"], 2, 0)
+    True
+    """
+    chosen = set(random.Random(seed).sample(list(ids), min(count, len(ids))))
+    return [utt_id for utt_id in ids if utt_id in chosen]
 
 
 def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=None, train_cnn_cache=None,

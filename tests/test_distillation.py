@@ -112,7 +112,7 @@ def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_d
     teacher = FrozenTeacher(tiny_hubert_dir)
     subset = read_manifest(tmp_path / "run" / "selection" / "subset.csv", data_root=tiny_corpus["data_folder"])
     valid = read_manifest(tiny_corpus["save_folder"] / "asr_dev.csv", data_root=tiny_corpus["data_folder"])
-    first_valid = valid.ids[:4]  # valid_utterances=4: the first rows of asr_dev (then sorted by duration)
+    first_valid = load_recipe().validation_ids(valid.ids, 4, 0)  # valid_utterances=4, valid_seed=0
     caches = {p.name: TargetCache(p) for p in (tmp_path / "run" / "save" / "teacher_targets").iterdir()}
     assert sorted(name.split("-")[0] + ("-cnn" if "-cnn-" in name else "") for name in caches) == [
         "train", "train-cnn", "valid", "valid-cnn"]
@@ -270,3 +270,12 @@ def test_a_bad_pool_is_named_when_distilling_the_whole_pool(fault, message, tiny
             f"--pool_manifest={tmp_path / 'pool.csv'}", "--number_of_epochs=1"]
     with pytest.raises(ManifestError, match=message):
         load_recipe().main(argv)
+
+
+def test_the_validation_set_is_a_seeded_draw_over_the_split():
+    ids = [f"u{i:03d}" for i in range(300)]
+    recipe = load_recipe()
+    drawn = recipe.validation_ids(ids, 60, 0)
+    assert drawn == recipe.validation_ids(ids, 60, 0) and len(set(drawn)) == 60 and set(drawn) <= set(ids)
+    assert drawn != ids[:60] and max(ids.index(i) for i in drawn) > 200  # not the first rows: spread over the file
+    assert recipe.validation_ids(ids, 60, 1) != drawn and recipe.validation_ids(ids[:5], 60, 0) == ids[:5]
