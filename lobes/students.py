@@ -35,6 +35,43 @@ def student_config(teacher_config, **changes):
     return config
 
 
+class ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by ``scale`` (fairseq's and s3prl's ``GradMultiply``)."""
+
+    @staticmethod
+    def forward(ctx, tensor, scale):
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+def scale_cnn_gradients(encoder, scale):
+    """Make the gradients reaching an HF SSL encoder's CNN ``scale`` times smaller or larger.
+
+    s3prl's DistilHuBERT (``feature_grad_mult: 0.1``) and wav2vec 2.0 / HuBERT
+    pretraining scale the gradient at the CNN's output, so the CNN trains
+    ``scale`` times slower than the transformer. A forward hook on the CNN does
+    it here, with the stock HF model left unchanged (what is exported).
+
+    Example
+    -------
+    >>> cnn = nn.Conv1d(1, 2, 3)
+    >>> scale_cnn_gradients(nn.Module(), 1.0)  # nothing to do
+    >>> holder = nn.Module(); holder.feature_extractor = cnn
+    >>> scale_cnn_gradients(holder, 0.5)
+    >>> cnn(torch.ones(1, 1, 3)).sum().backward(); cnn.bias.grad
+    tensor([0.5000, 0.5000])
+    """
+    if scale == 1.0:
+        return
+    if not 0.0 < scale:
+        raise ValueError(f"cnn_grad_mult must be > 0 (a frozen CNN is freeze_cnn: True), got {scale}")
+    encoder.feature_extractor.register_forward_hook(lambda module, inputs, output: ScaleGradient.apply(output, scale))
+
+
 def copy_matching_weights(source, target):
     """Copy every parameter whose name and shape match; returns the names copied."""
     source_state = source.state_dict()
@@ -155,9 +192,14 @@ class DistilHuBERT(SSLStudent):
         released DistilHuBERT trained it with gradients scaled by 0.1). About
         halves a step on a CPU, which is what lets the teacher-target cache pay;
         the CNN's output may then be cached too (``cnn_features``).
+    cnn_grad_mult : float
+        Scale of the gradient that reaches a trained CNN (s3prl's
+        ``feature_grad_mult``; 0.1 in the released DistilHuBERT): see
+        :func:`scale_cnn_gradients`. Only with ``freeze_cnn: False``.
     """
 
-    def __init__(self, teacher, n_layers=2, target_layers=(4, 8, 12), init_from_teacher=True, freeze_cnn=False):
+    def __init__(self, teacher, n_layers=2, target_layers=(4, 8, 12), init_from_teacher=True, freeze_cnn=False,
+                 cnn_grad_mult=1.0):
         config = student_config(teacher.config, num_hidden_layers=n_layers)
         super().__init__(config, teacher.normalize, teacher.use_mask, target_layers)
         check_target_layers(self.target_layers, teacher.num_layers)
@@ -167,8 +209,11 @@ class DistilHuBERT(SSLStudent):
         if freeze_cnn:
             if not init_from_teacher:
                 raise ValueError("freeze_cnn keeps the CNN as initialised: it needs init_from_teacher=True")
+            if cnn_grad_mult != 1.0:
+                raise ValueError("cnn_grad_mult scales the gradient of a trained CNN; freeze_cnn: True trains none")
             self.encoder.feature_extractor._freeze_parameters()  # no grad, and no input grad either
             self.cnn_frozen = True
+        scale_cnn_gradients(self.encoder, cnn_grad_mult)
         dim, n_targets = config.hidden_size, len(self.target_layers)
         self.expand = nn.Sequential(nn.Linear(dim, dim * n_targets), nn.GELU())
         self.heads = nn.ModuleList(nn.Linear(dim, teacher.hidden_size) for _ in range(n_targets))

@@ -1,7 +1,7 @@
 """The whole selection run as one call: features -> k-means -> units -> selection -> outputs.
 
-:func:`run_selection` is what recipes call (the selection recipe and, under
-``run_on_main``, the distillation recipe). Every stage is cached under a hash of
+:func:`run_selection` is what recipes call (the selection recipe and the
+distillation recipe, on every process under ``torchrun``). Every stage is cached under a hash of
 what it depends on and skipped when its output exists:
 
 * k-means codebook and units: :class:`selection.pipeline.UnitPipeline`, in
@@ -31,6 +31,8 @@ import csv
 import io
 import json
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,18 @@ def _no_barrier():
     """Single process: nothing to wait for."""
 
 
+@contextmanager
+def _logged_time(stage, rank, world_size):
+    """Log how long ``stage`` took on this process; under ``torchrun``, waits at barriers too (name them 'waiting')."""
+    started = time.perf_counter()
+    yield
+    if world_size > 1:
+        logger.info("process %d of %d: selection timing: %s %.1f s", rank, world_size, stage,
+                    time.perf_counter() - started)
+    elif not stage.startswith("waiting"):
+        logger.info("selection timing: %s %.1f s", stage, time.perf_counter() - started)
+
+
 def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_settings, selector, output_folder,
                   units_folder=None, budget_hours=None, budget_fraction=0.1, seed=0, rank=0, world_size=1,
                   barrier=None):
@@ -216,26 +230,33 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
         for folder in (output_folder, units_folder):  # what killed runs left half-written
             if folder.is_dir() and (removed := remove_temporaries(folder)):
                 logger.info("removed %d temporary files a killed run left in %s", removed, folder)
-        codebook, codebook_path = pipeline.fit_codebook(pool)
-    barrier()
+        with _logged_time("k-means", rank, world_size):
+            codebook, codebook_path = pipeline.fit_codebook(pool)
+    with _logged_time("waiting for k-means", rank, world_size):
+        barrier()
     if rank != 0:
         codebook, codebook_path = pipeline.fit_codebook(pool)  # loads what rank 0 wrote
     manifests = {"pool": pool} if target is None else {"pool": pool, "target": target}
-    for name, manifest in manifests.items():
-        pipeline.extract(manifest, name, codebook, codebook_path, rank, world_size)
-    barrier()
+    with _logged_time("units" + (f" (shard {rank})" if world_size > 1 else ""), rank, world_size):
+        for name, manifest in manifests.items():
+            pipeline.extract(manifest, name, codebook, codebook_path, rank, world_size)
+    with _logged_time("waiting for the other shards", rank, world_size):
+        barrier()
     if rank == 0:
-        units = {name: pipeline.merge_units(m, name, codebook_path, world_size) for name, m in manifests.items()}
-        inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
-                  "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
-        if target is not None:
-            inputs.update(target_manifest=target.path,
-                          target_units=pipeline.units_path(codebook_path, target, "target"))
-        provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
-                      "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
-                      "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
-        result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance)
-    barrier()
+        with _logged_time("merging units and selecting" if world_size > 1 else "selection", rank, world_size):
+            units = {name: pipeline.merge_units(manifest, name, codebook_path, world_size)
+                     for name, manifest in manifests.items()}
+            inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
+                      "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
+            if target is not None:
+                inputs.update(target_manifest=target.path,
+                              target_units=pipeline.units_path(codebook_path, target, "target"))
+            provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
+                          "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
+                          "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
+            result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance)
+    with _logged_time("waiting for the selection", rank, world_size):
+        barrier()
     if rank != 0:
         result = load_selection(output_folder)
     return output_folder / SUBSET, result

@@ -36,6 +36,7 @@ from lobes.encoder import frame_mask
 from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
+from tasks.process_group import process_share
 from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
 
@@ -117,12 +118,6 @@ class DistillBrain(sb.Brain):
                 train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta={"loss": stage_loss})
         self.last_stats = stats
-
-
-def ensure_subset(hparams):
-    """Path of the subset manifest: the whole pool, or the selection's output (built when missing)."""
-    subset_csv, _ = select_subset(hparams, Path(hparams["output_folder"]) / "selection")
-    return subset_csv
 
 
 def load_datasets(hparams, subset_csv):
@@ -269,11 +264,8 @@ def main(argv):
     request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
                                              "budget_fraction", "seed", "teacher_source")}
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
-    subset_csv = None
-    if if_main_process():
-        subset_csv = ensure_subset(hparams)
-    sb.utils.distributed.ddp_barrier()
-    subset_csv = ensure_subset(hparams)  # done: every stage is cached, this only returns the path
+    # under torchrun every process extracts its shard of the units; one fits k-means and selects
+    subset_csv, _ = select_subset(hparams, Path(hparams["output_folder"]) / "selection", **process_share())
 
     teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
     student = hparams["student_class"](teacher)

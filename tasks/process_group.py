@@ -3,7 +3,7 @@
 import dataclasses
 
 import torch
-from speechbrain.utils.distributed import ddp_init_group
+from speechbrain.utils.distributed import ddp_barrier, ddp_init_group
 
 
 def init_process_group(run_opts):
@@ -29,3 +29,15 @@ def init_process_group(run_opts):
                                        overridden_args=run_opts.overridden_args | {"distributed_backend"})
     ddp_init_group(run_opts)
     return run_opts
+
+
+def process_share():
+    """This process's share of work split over the process group: ``rank``, ``world_size`` and ``barrier``.
+
+    ``{"rank": 0, "world_size": 1, ...}`` without ``torchrun``. Given to
+    :func:`tasks.subset.select_subset`, every process extracts its shard of the
+    features and units (:func:`selection.stages.run_selection`).
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return {"rank": torch.distributed.get_rank() if distributed else 0,
+            "world_size": torch.distributed.get_world_size() if distributed else 1, "barrier": ddp_barrier}

@@ -22,10 +22,10 @@ the process group uses the gloo backend (set here unless
 import logging
 import sys
 
-import torch
-from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from speechbrain.utils.distributed import if_main_process
 
 from tasks.experiment import start_experiment
+from tasks.process_group import process_share
 from tasks.subset import select_subset
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,7 @@ logger = logging.getLogger(__name__)
 
 def main(argv):
     hparams, _ = start_experiment(argv)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    subset, result = select_subset(
-        hparams, hparams["output_folder"], rank=torch.distributed.get_rank() if distributed else 0,
-        world_size=torch.distributed.get_world_size() if distributed else 1, barrier=ddp_barrier)
+    subset, result = select_subset(hparams, hparams["output_folder"], **process_share())
     if result is None:
         logger.info("selection '%s' selects nothing: the subset is the whole pool, %s", hparams["selection"], subset)
     elif if_main_process():

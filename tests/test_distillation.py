@@ -196,6 +196,9 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (output / "train_log.txt").read_text()
     assert re.findall(r"^epoch: (\d+)", log, flags=re.M) == ["1", "2"]  # written by the main process only
+    # the selection inside distillation is shared: each process extracted its shard of the units
+    assert json.loads((output / "selection" / "selection.json").read_text())["world_size"] == 2
+    assert "process 0 of 2: selection timing: units (shard 0)" in (output / "log.txt").read_text()
     caches = sorted(p.name.split("-")[0] for p in (output / "save" / "teacher_targets").iterdir())
     assert caches == ["train", "train", "valid", "valid"]  # targets and CNN output, built once
     assert AutoModel.from_pretrained(output / "save" / "student").config.num_hidden_layers == 1

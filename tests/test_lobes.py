@@ -110,6 +110,29 @@ def test_frozen_cnn_stays_as_the_teacher_while_the_rest_learns(teacher):
         DistilHuBERT(teacher, n_layers=1, target_layers=[1], init_from_teacher=False, freeze_cnn=True)
 
 
+def test_cnn_grad_mult_scales_only_the_cnn_gradients(teacher):
+    """s3prl's feature_grad_mult: the CNN's gradients are exactly 0.1 of the unscaled ones, the rest unchanged."""
+    wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.8])
+    hidden, frames = teacher(wavs, lens)
+    grads = {}
+    for scale in (1.0, 0.1):
+        student = DistilHuBERT(teacher, n_layers=1, target_layers=[1, 2], cnn_grad_mult=scale).eval()
+        torch.manual_seed(0)  # the same heads in both students
+        student.expand.apply(lambda m: m.reset_parameters() if isinstance(m, torch.nn.Linear) else None)
+        student.heads.apply(lambda m: m.reset_parameters() if isinstance(m, torch.nn.Linear) else None)
+        predictions, _ = student(wavs, lens)
+        loss, _ = l1_cosine_loss(predictions, hidden[student.target_layers], frame_mask(frames, predictions.shape[2]))
+        loss.backward()
+        grads[scale] = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    cnn = [n for n in grads[1.0] if n.startswith("encoder.feature_extractor.")]
+    assert cnn and grads[0.1].keys() == grads[1.0].keys()
+    for name, unscaled in grads[1.0].items():
+        expected = unscaled * 0.1 if name in cnn else unscaled
+        torch.testing.assert_close(grads[0.1][name], expected, rtol=1e-4, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="freeze_cnn"):
+        DistilHuBERT(teacher, n_layers=1, target_layers=[1], freeze_cnn=True, cnn_grad_mult=0.1)
+
+
 @pytest.mark.parametrize("student_class", [DistilHuBERT, FitHuBERT])
 def test_a_trained_cnn_learns_without_a_gradient_for_the_waveform(teacher, student_class):
     kwargs = {"n_layers": 1, "target_layers": [1, 2]} if student_class is DistilHuBERT else {

@@ -159,7 +159,7 @@ def test_librispeech_selection_recipe_uses_the_shared_selection_file(fake_libris
     load_script(LIBRISPEECH / "selection" / "select_subset.py").main(argv)
     record = json.loads((tmp_path / "selection" / "selection.json").read_text())
     assert record["selector"] == "ContrastiveLMSelector"
-    assert (record["settings"]["order"], record["settings"]["hash_bits"]) == (3, 22)  # LibriSpeech's knobs
+    assert (record["settings"]["order"], record["settings"]["hash_bits"]) == (3, 24)  # LibriSpeech's knobs
     pool = read_manifest(tmp_path / "manifests" / "pool.csv")
     subset = read_manifest(tmp_path / "selection" / "subset.csv")
     assert set(subset.ids) <= set(pool.ids) and 0 < len(subset.ids) < len(pool.ids)
