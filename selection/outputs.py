@@ -132,6 +132,7 @@ def write_selection_json(path, result, inputs, seed=None, extra=None):
         "budget_hours": result.budget_hours,
         "hours": result.hours,
         "utterances": result.n_utterances,
+        "diagnostics": result.diagnostics,
         "seed": seed,
         "inputs": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in inputs.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -24,7 +24,7 @@ Outputs in ``output_folder`` (each written to a temporary file and renamed):
 * ``scores.csv``: ``ID,score`` of the selected utterances, when the selector scores;
 * ``report.png``: composition and unit divergence (:func:`selection.report.write_report`);
 * ``selection.json``: selector, settings, budget, hours, seed, input hashes,
-  unit quality, per-domain hours and unit KL to the target.
+  unit quality, per-domain hours, unit KL to the target and the selector's diagnostics.
 """
 
 import csv

@@ -32,7 +32,7 @@ from common.mfcc import HOP_SAMPLES, MFCCFrontEnd
 from lobes.crops import frame_count, random_aligned_crop
 from lobes.students import export_model_folder
 from selection.pipeline import UnitPipeline
-from tasks.experiment import start_experiment, write_results
+from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ class TeacherBrain(sb.Brain):
         wavs, wav_lens = batch.sig
         n_samples = torch.round(wav_lens * wavs.shape[1]).long()
         attention = (torch.arange(wavs.shape[1], device=self.device)[None, :] < n_samples[:, None]).long()
-        hubert = self.modules.hubert
-        frame_lengths = hubert._get_feat_extract_output_lengths(n_samples).cpu()
-        n_frames = int(hubert._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
+        frame_count = self.hparams.hubert._get_feat_extract_output_lengths  # the model itself (modules: DDP-wrapped)
+        frame_lengths = frame_count(n_samples).cpu()
+        n_frames = int(frame_count(torch.tensor(wavs.shape[1])))
         if stage == sb.Stage.TRAIN:
             mask = span_mask(frame_lengths, n_frames, self.hparams.mask_start_prob, self.hparams.mask_span)
         else:  # the same masks for every validation pass
@@ -70,7 +70,7 @@ class TeacherBrain(sb.Brain):
             mask = span_mask(frame_lengths, n_frames, self.hparams.mask_start_prob, self.hparams.mask_span)
             np.random.set_state(state)
         mask = mask.to(self.device)
-        hidden = hubert(wavs, attention_mask=attention, mask_time_indices=mask).last_hidden_state
+        hidden = self.modules.hubert(wavs, attention_mask=attention, mask_time_indices=mask).last_hidden_state
         return self.modules.head(hidden), mask
 
     def compute_objectives(self, predictions, batch, stage):
@@ -183,15 +183,15 @@ def export_teacher(hubert, folder):
 
 def main(argv):
     started = time.time()
-    hparams, run_opts = start_experiment(argv, process_group=False)
+    hparams, run_opts = start_experiment(argv)
     manifest = read_manifest(Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv",
                              data_root=hparams["data_folder"])
     run_on_main(build_targets, args=[hparams, manifest])
     units, quality = build_targets(hparams, manifest)  # cached: loads what the main process wrote
     train, valid = dataio_prepare(hparams, units)
 
-    steps_per_epoch = -(-len(train) // hparams["batch_size"])
-    total_steps = steps_per_epoch * hparams["number_of_epochs"]
+    # the steps this process takes (its shard under torchrun), so that the schedule ends where training does
+    total_steps = optimizer_steps_per_epoch(len(train), hparams["batch_size"], run_opts) * hparams["number_of_epochs"]
     hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
         hparams["lr"], int(hparams["warmup_fraction"] * total_steps), total_steps)
     brain = TeacherBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
@@ -199,6 +199,7 @@ def main(argv):
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
 
+    steps_taken = brain.optimizer_step  # before evaluate() loads the best checkpoint, and its step counters
     brain.evaluate(valid, min_key="loss", test_loader_kwargs=hparams["valid_dataloader_opts"])
     if sb.utils.distributed.if_main_process():
         export_teacher(hparams["hubert"], hparams["export_folder"])
@@ -208,6 +209,7 @@ def main(argv):
                    "kmeans_quality": quality.as_dict() if quality else None,
                    "parameters": sum(p.numel() for p in hparams["hubert"].parameters()),
                    "train_hours": sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600,
+                   "optimizer_steps": steps_taken, "schedule_steps": total_steps,
                    "this_run_minutes": round((time.time() - started) / 60, 2),
                    "export_folder": str(hparams["export_folder"])}
         write_results(hparams["output_folder"], "results.json", results)

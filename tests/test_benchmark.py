@@ -7,11 +7,10 @@ import shlex
 
 import pytest
 import speechbrain as sb
+from conftest import SYNTH_RECIPE
 from hyperpyyaml import load_hyperpyyaml
 
-from conftest import SYNTH_RECIPE
 from common.manifest import read_manifest
-
 from tasks.benchmark import cells, report
 from tasks.subset import load_selection
 
@@ -119,6 +118,43 @@ def test_report_of_fabricated_results(tmp_path):
     report.write_report([r | {k: None for k in ("wer_target", "wer_in", "spk_accuracy")} for r in records],
                         settings, tmp_path / "empty")  # nothing finished: still a table and a figure
     assert (tmp_path / "empty" / "results.png").exists()
+
+
+def test_paired_comparisons_from_the_cells_alignments(tmp_path):
+    """Each selector vs random at a budget, from wer files: the difference is the probe's own rates' difference."""
+    from fake_probe_runs import fake_references, write_run
+
+    from tasks.benchmark import statistics
+
+    references = fake_references(120)
+    plan = {"random": (0.5, [1, 2]), "kmeans": (0.1, [1, 2]), "dsir": (0.5, [1])}
+    records, errors, rates = [], {}, {}
+    for selector, (rate, seeds) in plan.items():
+        for seed in seeds:
+            name = f"{selector}_10pct_s{seed}"
+            folder = tmp_path / "asr" / name
+            rates[name] = write_run(folder, references, rate, len(records), split="asr_test_target")
+            records.append(fabricated_record(name, "subset", selector, 0.1, seed, rates[name]["WER"]))
+            errors[name] = statistics.cell_errors(folder)
+    records.append(fabricated_record("kmeans_20pct_s1", "subset", "kmeans", 0.2, 1, 40.0))  # no alignments
+    paired = statistics.paired_comparisons(records, errors, "random")
+    found = {(c["selector"], c["metric"]): c for c in paired}
+    assert set(found) == {("kmeans", "WER"), ("kmeans", "CER"), ("dsir", "WER"), ("dsir", "CER")}
+    for (selector, kind), c in found.items():
+        mean = {s: sum(rates[f"{s}_10pct_s{k}"][kind] for k in plan[s][1]) / len(plan[s][1]) for s in plan}
+        assert c["difference"] == pytest.approx(mean[selector] - mean["random"])
+        assert c["low"] <= c["difference"] <= c["high"] and c["seeds"] == len(plan[selector][1])
+    assert found[("kmeans", "WER")]["verdict"] == "better" and found[("kmeans", "CER")]["verdict"] == "better"
+    assert found[("dsir", "WER")]["verdict"] == "indistinguishable"
+
+    settings = {"benchmark_name": "fab", "pool_hours": 6.831, "train_hours_seen": 1.4, "finished_cells": 5,
+                "total_cells": 6, "target_aware": ["kmeans", "dsir"], "baseline": "random"}
+    report.write_report(records, settings, tmp_path, errors)
+    md = (tmp_path / "results.md").read_text()
+    assert "| 10 | kmeans | WER asr_test_target | 2 (2) |" in md
+    assert json.loads((tmp_path / "results.json").read_text())["paired"] == json.loads(json.dumps(paired))
+    intervals = statistics.selector_intervals(records, errors)
+    assert intervals["kmeans"][10][3] == 2 and intervals["kmeans"][10][1] < intervals["kmeans"][10][0]
 
 
 def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):

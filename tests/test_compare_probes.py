@@ -1,44 +1,14 @@
 """Comparing encoders from the ASR probe's alignment files (tasks.compare_probes)."""
 
-import random
-
 import pytest
+from fake_probe_runs import fake_references, write_run
 
-from tasks.asr_probe import error_rate_stats
 from tasks.compare_probes import encoder_errors, main, read_alignments
-
-WORDS = ["THE", "CAT", "SAT", "ON", "A", "MAT", "DOG", "RAN"]
-
-
-def noisy(words, rng, rate):
-    """Each word kept, dropped or garbled with the given error rate."""
-    out = []
-    for word in words:
-        roll = rng.random()
-        if roll < rate / 2:
-            continue
-        out.append(word[::-1] + "X" if roll < rate else word)
-    return out
-
-
-def write_run(folder, references, rate, seed):
-    """A probe run folder: ``wer_test.txt`` written by SpeechBrain's stats; returns its WER and CER."""
-    rng = random.Random(seed)
-    ids = sorted(references)
-    hypotheses = [noisy(references[i], rng, rate) for i in ids]
-    stats = error_rate_stats()
-    for kind_stats in stats.values():
-        kind_stats.append(ids, hypotheses, [references[i] for i in ids])
-    folder.mkdir(parents=True)
-    with open(folder / "wer_test.txt", "w") as handle:
-        stats["WER"].write_stats(handle)
-    return {kind: s.summarize("error_rate") for kind, s in stats.items()}
 
 
 @pytest.fixture
 def references():
-    rng = random.Random(0)
-    return {f"utt{k:03d}": rng.choices(WORDS, k=rng.randint(3, 9)) for k in range(80)}
+    return fake_references(80)
 
 
 def test_rates_are_the_probe_s_own(references, tmp_path):

@@ -184,8 +184,13 @@ def dsir_data(seed, n_pool=20, n_target=10):
 def test_dsir_log_weights_match_oracle(orders, seed):
     n_symbols, pool, target, _ = dsir_data(seed)
     selector = DSIRSelector(orders=orders)
-    got = selector.log_weights(unit_set(pool, n_symbols), unit_set(target, n_symbols, "t"))
-    assert got == pytest.approx(oracle_dsir(pool, target, orders, n_symbols), **TOL)
+    units, target_units = unit_set(pool, n_symbols), unit_set(target, n_symbols, "t")
+    got, n_grams = selector.log_weights(units, target_units)
+    expected = oracle_dsir(pool, target, orders, n_symbols)
+    assert got == pytest.approx(expected, **TOL)
+    counts = [len(list(ngrams(s, orders))) for s in pool]
+    assert n_grams.tolist() == counts
+    assert selector.scores(units, target_units) == pytest.approx([w / n for w, n in zip(expected, counts)], **TOL)
 
 
 def oracle_fill(order, durations, budget):
@@ -198,21 +203,27 @@ def oracle_fill(order, durations, budget):
     return taken
 
 
+@pytest.mark.parametrize("length_normalization", [False, True])
 @pytest.mark.parametrize("gumbel", [False, True])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_dsir_selection_fills_budget(gumbel, seed):
+def test_dsir_selection_fills_budget(gumbel, length_normalization, seed):
     n_symbols, pool, target, durations = dsir_data(seed)
     units, target_units = unit_set(pool, n_symbols), unit_set(target, n_symbols, "t")
     log_w = oracle_dsir(pool, target, (1, 2), n_symbols)
+    if length_normalization:
+        log_w = [w / len(list(ngrams(s, (1, 2)))) for w, s in zip(log_w, pool)]
     budget = 0.4 * durations.sum()
-    result = DSIRSelector(gumbel=gumbel, seed=seed).select(manifest(units, durations), units, budget / 3600,
-                                                           target_units)
+    selector = DSIRSelector(gumbel=gumbel, length_normalization=length_normalization, seed=seed)
+    result = selector.select(manifest(units, durations), units, budget / 3600, target_units)
     picked = units.rows(result.ids).tolist()
     gap = budget - durations[picked].sum()
     assert gap >= 0 and all(durations[j] > gap for j in set(range(len(pool))) - set(picked))
     assert result.scores == pytest.approx([log_w[i] for i in picked], **TOL)
+    top_k = oracle_fill(sorted(range(len(pool)), key=lambda i: -log_w[i]), durations, budget)
     if not gumbel:  # top-k: the budget filled in decreasing log w
-        assert picked == oracle_fill(sorted(range(len(pool)), key=lambda i: -log_w[i]), durations, budget)
+        assert picked == top_k
+    shared = durations[[i for i in picked if i in top_k]].sum() / durations[picked].sum()
+    assert selector.diagnostics["hours_shared_with_top_k"] == pytest.approx(shared)
 
 
 def test_dsir_gumbel_first_pick_is_proportional_to_weight():
@@ -221,11 +232,27 @@ def test_dsir_gumbel_first_pick_is_proportional_to_weight():
     units, target_units, rows = unit_set(pool, 3), unit_set(target, 3, "t"), np.arange(len(pool))
     log_w = np.array(oracle_dsir(pool, target, (1, 2), 3))
     n_draws = 2000
-    first = Counter(int(DSIRSelector(seed=s).rank(units.ids, np.ones(5), units, rows, target_units, 1.0)[0][0])
-                    for s in range(n_draws))
+    first = Counter(int(DSIRSelector(length_normalization=False, seed=s).rank(
+        units.ids, np.ones(5), units, rows, target_units, 1.0)[0][0]) for s in range(n_draws))
     share = np.exp(log_w) / np.exp(log_w).sum()
     # binomial standard deviation <= sqrt(0.25 / 2000) = 0.011; the seeds are fixed
     assert [first[i] / n_draws for i in rows] == pytest.approx(share.tolist(), abs=0.035)
+
+
+def test_dsir_temperature_resamples_per_ngram_scores_in_proportion():
+    """Length-normalised: the first pick has probability proportional to exp(mean log-ratio / temperature)."""
+    seqs = random_sequences(np.random.default_rng(1), 25, 3, max_len=4)
+    target, pool = seqs[:20], seqs[20:]
+    units, target_units, rows = unit_set(pool, 3), unit_set(target, 3, "t"), np.arange(len(pool))
+    mean_log_w = np.array([w / len(list(ngrams(s, (1, 2)))) for w, s in zip(oracle_dsir(pool, target, (1, 2), 3),
+                                                                            pool)])
+    n_draws, temperature = 2000, 0.5
+    first = Counter(int(DSIRSelector(temperature=temperature, seed=s).rank(
+        units.ids, np.ones(5), units, rows, target_units, 1.0)[0][0]) for s in range(n_draws))
+    share = np.exp(mean_log_w / temperature) / np.exp(mean_log_w / temperature).sum()
+    assert [first[i] / n_draws for i in rows] == pytest.approx(share.tolist(), abs=0.035)
+    with pytest.raises(ValueError, match="temperature"):
+        DSIRSelector(temperature=0)
 
 
 def test_dsir_rank_agrees_with_reference_package(tmp_path):
@@ -251,7 +278,7 @@ def test_dsir_rank_agrees_with_reference_package(tmp_path):
         ref.fit_importance_estimator(num_tokens_to_fit="all")
         ref.compute_importance_weights()
         theirs = np.load(ref.log_importance_weights_dir / "0.npy")
-        ours = DSIRSelector().log_weights(unit_set(pool, n_symbols), unit_set(target, n_symbols, "t"))
+        ours, _ = DSIRSelector().log_weights(unit_set(pool, n_symbols), unit_set(target, n_symbols, "t"))
         in_target = set(g for s in target for g in ngrams(s, (1, 2)))
         covered = np.array([set(ngrams(s, (1, 2))) <= in_target for s in pool])
         assert spearmanr(ours[covered], theirs[covered]).statistic > 0.99, seed

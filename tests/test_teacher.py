@@ -11,21 +11,24 @@ import pytest
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-
 from conftest import SYNTH_RECIPE
 
 N_CLUSTERS = 20
+WARMUP_FRACTION = 0.08  # hubert_small.yaml
 TINY_MODEL = ["--encoder_dim=32", "--encoder_layers=2", "--encoder_heads=2", "--ffn_dim=64",
               "--conv_channels=32", f"--n_clusters={N_CLUSTERS}", "--batch_size=4", "--kmeans_fit_hours=0.02",
               "--num_workers=0", "--lr=0.002"]
 
 
+def teacher_arguments(corpus, output_folder, epochs):
+    return ["train.py", "hparams/hubert_small.yaml", f"--data_folder={corpus['data_folder']}",
+            f"--manifest_folder={corpus['save_folder']}", f"--corpus_scale={corpus['scale']}",
+            f"--output_folder={output_folder}", f"--number_of_epochs={epochs}", *TINY_MODEL]
+
+
 def run_teacher(corpus, output_folder, epochs):
-    command = [sys.executable, "train.py", "hparams/hubert_small.yaml",
-               f"--data_folder={corpus['data_folder']}", f"--manifest_folder={corpus['save_folder']}",
-               f"--corpus_scale={corpus['scale']}", f"--output_folder={output_folder}",
-               f"--number_of_epochs={epochs}", *TINY_MODEL]
-    subprocess.run(command, cwd=SYNTH_RECIPE / "teacher", check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, *teacher_arguments(corpus, output_folder, epochs)], cwd=SYNTH_RECIPE / "teacher",
+                   check=True, capture_output=True, timeout=600)
 
 
 def logged_epochs(output_folder):
@@ -137,3 +140,19 @@ def test_every_teacher_hparams_builds_a_hubert(name, millions):
     parameters = sum(p.numel() for p in hparams["hubert"].parameters()) / 1e6
     assert millions[0] < parameters < millions[1]
     assert hparams["hubert"].config.feat_extract_norm == "layer"
+
+
+def test_torchrun_two_processes_schedule_ends_where_training_does(tiny_corpus, tmp_path):
+    """Under torchrun each process steps through its shard: the warm-up/decay schedule counts those steps."""
+    output = tmp_path / "teacher"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *teacher_arguments(tiny_corpus, output, epochs=2)]
+    done = subprocess.run(command, cwd=SYNTH_RECIPE / "teacher", capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((output / "results.json").read_text())
+    assert results["optimizer_steps"] == results["schedule_steps"]
+    log = (output / "train_log.txt").read_text()
+    assert re.findall(r"^epoch: (\d+)", log, flags=re.M) == ["1", "2"]  # the main process logs
+    last_lr = float(re.findall(r"^epoch: 2, lr: ([\d.e+-]+)", log, flags=re.M)[0])
+    warmup = int(WARMUP_FRACTION * results["schedule_steps"])
+    assert last_lr == pytest.approx(0.002 / max(1, results["schedule_steps"] - warmup), rel=0.02)

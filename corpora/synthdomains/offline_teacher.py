@@ -10,6 +10,7 @@ The SynthDomains hparams name these functions (``build_teacher``,
 """
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,12 @@ from pathlib import Path
 from lobes.packaged_whisper import PACKAGED_WHISPER, ensure_packaged_whisper
 
 logger = logging.getLogger(__name__)
+
+# what torchrun sets for each process it starts (torch.distributed.run)
+TORCHRUN_VARIABLES = {"RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                      "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+                      "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID",
+                      "TORCHELASTIC_USE_AGENT_STORE", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
 
 
 def ensure_packaged_teacher(source):
@@ -72,8 +79,11 @@ def pretrain_teacher(source, offline_teacher, hparams_file, output_folder, overr
         return
     logger.info("teacher %s missing: pretraining it with %s (done once)", source, hparams_file)
     started = time.time()
+    # one process of its own: without the torchrun variables of a caller started by torchrun, which would make it
+    # wait for a process group that never forms
+    environment = {key: value for key, value in os.environ.items() if key not in TORCHRUN_VARIABLES}
     subprocess.run([sys.executable, "-m", "tasks.teacher_pretraining", str(hparams_file),
-                    f"--output_folder={Path(output_folder).resolve()}", *overrides], check=True)
+                    f"--output_folder={Path(output_folder).resolve()}", *overrides], check=True, env=environment)
     logger.info("teacher built in %.1f min", (time.time() - started) / 60)
 
 

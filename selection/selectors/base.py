@@ -37,6 +37,8 @@ class SelectionResult:
         Selector class name.
     settings : dict
         Selector settings (constructor arguments).
+    diagnostics : dict
+        Figures the selector measured while ranking (``Selector.diagnostics``), recorded in ``selection.json``.
     """
 
     ids: list
@@ -45,6 +47,7 @@ class SelectionResult:
     scores: np.ndarray = None
     selector: str = ""
     settings: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
 
     @property
     def n_utterances(self):
@@ -97,6 +100,7 @@ class Selector(ABC):
 
     needs_target = False
     needs_units = True
+    diagnostics = None  # a dict of figures :meth:`rank` may set (e.g. DSIR's overlap with top-k)
 
     def select(self, pool, units, budget_hours, target_units=None):
         """Choose pool utterances within a budget of audio hours.
@@ -163,6 +167,7 @@ class Selector(ABC):
             scores=None if scores is None else np.asarray(scores)[keep],
             selector=name,
             settings=self.settings(),
+            diagnostics=dict(self.diagnostics or {}),
         )
 
     @abstractmethod

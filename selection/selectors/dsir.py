@@ -3,7 +3,7 @@
 import numpy as np
 
 from selection.ngrams import NgramHasher, iter_chunks, segment_sums
-from selection.selectors.base import Selector
+from selection.selectors.base import Selector, fill_budget
 
 
 class DSIRSelector(Selector):
@@ -13,9 +13,18 @@ class DSIRSelector(Selector):
     (:class:`selection.ngrams.NgramHasher`); add-one smoothed bucket distributions
     ``p_T`` (target) and ``p_pool`` (all pool units given) give
     ``log w(x) = sum_b count_x(b) * (log p_T(b) - log p_pool(b))``. With
-    ``gumbel=True`` candidates are ordered by ``log w + Gumbel(0, 1)`` (seeded),
-    i.e. sampled without replacement with probability proportional to ``w``;
-    with ``gumbel=False`` by ``log w`` (deterministic top-k).
+    ``gumbel=True`` candidates are ordered by ``log w / temperature + Gumbel(0, 1)``
+    (seeded), i.e. sampled without replacement with probability proportional to
+    ``w ** (1 / temperature)``; with ``gumbel=False`` by ``log w`` (deterministic top-k).
+
+    Length: the sum over n-grams grows with the utterance, so on utterances of
+    unequal length (the DSIR paper's examples are of similar length) the summed
+    weights are dominated by length and their spread (hundreds of nats) makes
+    the Gumbel draw a top-k. ``length_normalization=True`` (the default) uses
+    the mean log-ratio per n-gram instead, a per-unit rate; ``temperature``
+    then sets how sharply it is resampled. After :meth:`rank`,
+    :attr:`diagnostics` holds the share of the selected hours that top-k by the
+    same score would also select (1.0: the noise changed nothing).
 
     Parameters
     ----------
@@ -26,6 +35,11 @@ class DSIRSelector(Selector):
         distinct n-grams are exact).
     gumbel : bool
         Resample with Gumbel noise (True) or take the top weights (False).
+    length_normalization : bool
+        Score by the mean log-ratio per n-gram (True) or the sum (False, the
+        DSIR paper's form).
+    temperature : float
+        Divides the score before the Gumbel noise is added (> 0; lower: closer to top-k).
     seed : int
         Seed of the Gumbel noise.
     chunk_tokens : int
@@ -34,15 +48,20 @@ class DSIRSelector(Selector):
 
     needs_target = True
 
-    def __init__(self, orders=(1, 2), hash_bits=15, gumbel=True, seed=0, chunk_tokens=1 << 20):
+    def __init__(self, orders=(1, 2), hash_bits=15, gumbel=True, length_normalization=True, temperature=1.0, seed=0,
+                 chunk_tokens=1 << 20):
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.orders = tuple(int(m) for m in orders)
         self.hash_bits = int(hash_bits)
         self.gumbel = bool(gumbel)
+        self.length_normalization = bool(length_normalization)
+        self.temperature = float(temperature)
         self.seed = int(seed)
         self.chunk_tokens = int(chunk_tokens)
 
     def log_weights(self, units, target_units):
-        """``log w`` of every utterance of ``units`` (``ids`` order)."""
+        """``log w`` of every utterance of ``units`` (``ids`` order), and its number of n-grams."""
         hasher = NgramHasher(self.orders, units.n_clusters, self.hash_bits)
         target = hasher.counts(target_units, self.chunk_tokens)
         pool = hasher.counts(units, self.chunk_tokens)
@@ -50,24 +69,49 @@ class DSIRSelector(Selector):
         log_ratio = np.log((target + 1.0) / (target.sum() + n)) - np.log((pool + 1.0) / (pool.sum() + n))
         log_ratio[0] = 0.0
         out = np.empty(len(units), dtype=np.float64)
+        n_grams = np.empty(len(units), dtype=np.float64)
         for chunk in iter_chunks(units, self.chunk_tokens):
             feats = hasher(chunk)
             per_token = np.take(log_ratio, feats[0])
             for row in feats[1:]:
                 per_token += np.take(log_ratio, row)
             out[chunk.start : chunk.stop] = segment_sums(per_token, chunk.offsets)
-        return out
+            n_grams[chunk.start : chunk.stop] = segment_sums((feats != 0).sum(axis=0).astype(np.float64),
+                                                             chunk.offsets)
+        return out, n_grams
+
+    def scores(self, units, target_units):
+        """The score of every utterance of ``units``: ``log w``, per n-gram when ``length_normalization``."""
+        log_w, n_grams = self.log_weights(units, target_units)
+        return log_w / np.maximum(n_grams, 1.0) if self.length_normalization else log_w
 
     def rank(self, ids, durations, units, rows, target_units, budget_seconds):
-        """Order by (noisy) log importance weight; scores are ``log w``."""
-        log_w = self.log_weights(units, target_units)[rows]
-        key = log_w
+        """Order by (noisy) log importance weight; scores are the (per-n-gram) ``log w``."""
+        score = self.scores(units, target_units)[rows]
+        top_k = np.argsort(-score, kind="stable")
+        order = top_k
         if self.gumbel:
-            key = log_w + np.random.default_rng(self.seed).gumbel(size=len(log_w))
-        order = np.argsort(-key, kind="stable")
-        return order, log_w[order]
+            key = score / self.temperature + np.random.default_rng(self.seed).gumbel(size=len(score))
+            order = np.argsort(-key, kind="stable")
+        self.diagnostics = {"hours_shared_with_top_k": shared_share(durations, order, top_k, budget_seconds)}
+        return order, score[order]
 
     def settings(self):
         """Constructor arguments."""
         return {"orders": list(self.orders), "hash_bits": self.hash_bits, "gumbel": self.gumbel,
+                "length_normalization": self.length_normalization, "temperature": self.temperature,
                 "seed": self.seed, "chunk_tokens": self.chunk_tokens}
+
+
+def shared_share(durations, order, other_order, budget_seconds):
+    """Share of the hours ``order`` fills a budget with that ``other_order`` also selects.
+
+    Example
+    -------
+    >>> shared_share(np.array([1.0, 1.0, 2.0]), np.array([0, 1, 2]), np.array([2, 1, 0]), 2.0)
+    0.0
+    """
+    picked = order[fill_budget(durations[order], budget_seconds)]
+    other = set(other_order[fill_budget(durations[other_order], budget_seconds)].tolist())
+    total = durations[picked].sum()
+    return float(durations[[i for i in picked if i in other]].sum() / total) if total > 0 else 1.0

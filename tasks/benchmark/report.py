@@ -10,6 +10,7 @@ import statistics
 from matplotlib.figure import Figure
 
 from common.atomic import atomic_path, atomic_write_text
+from tasks.benchmark.statistics import comparisons_markdown, paired_comparisons, selector_intervals
 
 MISSING = "–"
 # (record key, header, format) of the table's columns, in order
@@ -23,6 +24,7 @@ COLUMNS = [
 ]
 PANELS = [("wer_target", "WER on asr_test_target (%)"), ("wer_in", "WER on asr_test_in (%)"),
           ("spk_accuracy", "speaker accuracy on spk_test (%)")]
+INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "wer_in": ("asr_test_in", "WER")}  # error bars
 # the comparison of the report: WER as asked, CER because a short probe can leave WER near 100 %
 COMPARED = {"wer_target": "WER on asr_test_target", "cer_target": "CER on asr_test_target"}
 REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
@@ -152,7 +154,7 @@ def aggregate(records, target_aware, baseline):
     return [compare_budget(b, records, target_aware, baseline, key) for b in budgets for key in COMPARED]
 
 
-def markdown(records, comparisons, settings):
+def markdown(records, comparisons, settings, paired=()):
     """The whole ``results.md``."""
     subset = [r for r in records if r["group"] == "subset"]
     others = [r for r in records if r["group"] != "subset"]
@@ -169,14 +171,20 @@ def markdown(records, comparisons, settings):
         "## References: full pool, teacher, MFCC", "", markdown_table(others), "",
         f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']}", "",
         *[f"- {c['text']}" for c in comparisons], "",
+        f"## Each selector vs {settings['baseline']}, paired on the test utterances", "",
+        "Difference of the error rates (selector minus baseline, each the mean over its seeds; negative: fewer "
+        "errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
+        "separately); better / worse only when the interval excludes 0.", "",
+        comparisons_markdown(list(paired), settings["baseline"]), "",
     ])
 
 
-def plot(records, path):
+def plot(records, path, errors=None):
     """``results.png``: each metric of :data:`PANELS` against the budget, one line per selector.
 
-    Subset students are lines with markers (the mean over seeds); the full
-    pool and the reference encoders are horizontal lines.
+    Subset students are lines with markers (the mean over seeds), with 95 %
+    bootstrap error bars on the ASR panels when the cells' ``errors`` are
+    given; the full pool and the reference encoders are horizontal lines.
     """
     figure = Figure(figsize=(6 * len(PANELS), 4.8), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
@@ -184,10 +192,18 @@ def plot(records, path):
     colors = {sel: f"C{i % 10}" for i, sel in enumerate(dict.fromkeys(
         r["selector"] for r in records if r["group"] == "subset"))}  # same colour in every panel
     for ax, (key, title) in zip(axes, PANELS):
+        intervals = selector_intervals(records, errors, *INTERVAL_OF_PANEL[key]) if (
+            errors and key in INTERVAL_OF_PANEL) else {}
         for selector, points in selector_means(records, key).items():
             if points:
                 xs = sorted(points)
                 ax.plot(xs, [points[x] for x in xs], marker="o", color=colors[selector], label=selector)
+            bars = intervals.get(selector, {})
+            if bars:
+                xs = sorted(bars)
+                ax.errorbar(xs, [bars[x][0] for x in xs], yerr=[[bars[x][0] - bars[x][1] for x in xs],
+                                                               [bars[x][2] - bars[x][0] for x in xs]],
+                            fmt="none", ecolor=colors[selector], capsize=3)
         for i, r in enumerate(r for r in records if r["group"] != "subset"):  # same style in every panel
             if r[key] is not None:
                 label = "full pool" if r["group"] == "full" else r["name"]
@@ -204,7 +220,7 @@ def plot(records, path):
         figure.savefig(tmp, dpi=110)
 
 
-def write_report(records, settings, folder):
+def write_report(records, settings, folder, errors=None):
     """Write ``results.md``, ``results.json`` and ``results.png`` into ``folder`` (each atomically).
 
     Parameters
@@ -217,6 +233,9 @@ def write_report(records, settings, folder):
         and ``baseline`` (the selector they are compared with).
     folder : pathlib.Path
         The benchmark's output folder.
+    errors : dict, optional
+        ``{row name: tasks.benchmark.statistics.cell_errors(...)}`` of the
+        finished ASR cells: the paired comparisons and the error bars.
 
     Returns
     -------
@@ -224,8 +243,9 @@ def write_report(records, settings, folder):
         The comparisons of :func:`aggregate`.
     """
     comparisons = aggregate(records, settings["target_aware"], settings["baseline"])
-    atomic_write_text(folder / "results.md", markdown(records, comparisons, settings))
+    paired = paired_comparisons(records, errors or {}, settings["baseline"])
+    atomic_write_text(folder / "results.md", markdown(records, comparisons, settings, paired))
     atomic_write_text(folder / "results.json", json.dumps(
-        {"settings": settings, "rows": records, "aggregate": comparisons}, indent=2))
-    plot(records, folder / "results.png")
+        {"settings": settings, "rows": records, "aggregate": comparisons, "paired": paired}, indent=2))
+    plot(records, folder / "results.png", errors)
     return comparisons

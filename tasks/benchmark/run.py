@@ -40,6 +40,7 @@ from tqdm import tqdm
 from common.atomic import atomic_write_text
 from tasks.benchmark.cells import ROOT, build_plan, resolve
 from tasks.benchmark.report import row_record, write_report
+from tasks.benchmark.statistics import cell_errors
 
 RECORD = "benchmark_cell.json"
 
@@ -151,7 +152,9 @@ class Benchmark:
                     "finished_cells": sum(r is not None for res in results for r in res.values()),
                     "total_cells": self.n_cells, "target_aware": list(self.hp["target_aware"]),
                     "baseline": self.hp["baseline"]}
-        write_report([row_record(row, res) for row, res in zip(self.rows, results)], settings, self.folder)
+        errors = {row.name: cell_errors(cell.output_folder) for row, res in zip(self.rows, results)
+                  for cell in row.cells if cell.kind == "asr" and res["asr"] is not None}
+        write_report([row_record(row, res) for row, res in zip(self.rows, results)], settings, self.folder, errors)
 
     def run_row(self, row, bar):
         """Run the cells of one row in order; returns a line per failed cell.
