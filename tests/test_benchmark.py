@@ -56,9 +56,18 @@ def tiny_config(corpus, teacher_dir, tmp_path):
 
 
 def table(markdown):
-    """``{cell name: [column values]}`` of every table line of a results.md."""
-    rows = [line.strip("|").split("|") for line in markdown.splitlines() if line.startswith("| ")]
-    return {cols[0].strip(): [c.strip() for c in cols] for cols in rows if cols[0].strip() != "cell"}
+    """``{cell name: [column values]}`` of the lines of the cell tables (first header ``cell``) of a results.md."""
+    rows, in_cell_table = {}, False
+    for line in markdown.splitlines():
+        if not line.startswith("| "):
+            in_cell_table = False
+            continue
+        cols = [c.strip() for c in line.strip("|").split("|")]
+        if cols[0] == "cell":
+            in_cell_table = True
+        elif in_cell_table:
+            rows[cols[0]] = cols
+    return rows
 
 
 def test_equal_compute_epochs():
@@ -252,6 +261,9 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     wer_target = {r["name"]: r["wer_target"] for r in results["rows"]}
     assert results["aggregate"][0]["difference"] == pytest.approx(
         wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
+    paired = {c["metric"]: c for c in results["paired"]}  # contrastive vs random, from the cells' wer files
+    assert paired["WER"]["selector"] == "contrastive" and paired["WER"]["difference"] == pytest.approx(
+        wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])
     assert not (out / "probe_features" / "contrastive_10pct_s1234").exists()  # deleted once both probes finished
     assert (tmp_path / "f_teacher").exists()  # a reference's features are kept
 

@@ -232,7 +232,7 @@ def test_dsir_gumbel_first_pick_is_proportional_to_weight():
     units, target_units, rows = unit_set(pool, 3), unit_set(target, 3, "t"), np.arange(len(pool))
     log_w = np.array(oracle_dsir(pool, target, (1, 2), 3))
     n_draws = 2000
-    first = Counter(int(DSIRSelector(length_normalization=False, seed=s).rank(
+    first = Counter(int(DSIRSelector(length_normalization=False, temperature=1.0, seed=s).rank(
         units.ids, np.ones(5), units, rows, target_units, 1.0)[0][0]) for s in range(n_draws))
     share = np.exp(log_w) / np.exp(log_w).sum()
     # binomial standard deviation <= sqrt(0.25 / 2000) = 0.011; the seeds are fixed

@@ -39,7 +39,8 @@ class DSIRSelector(Selector):
         Score by the mean log-ratio per n-gram (True) or the sum (False, the
         DSIR paper's form).
     temperature : float
-        Divides the score before the Gumbel noise is added (> 0; lower: closer to top-k).
+        Divides the score before the Gumbel noise is added (> 0; lower: closer to top-k; 0.1 suits the
+        per-n-gram score on MFCC units, see `recipes/selection/dsir.yaml`).
     seed : int
         Seed of the Gumbel noise.
     chunk_tokens : int
@@ -48,7 +49,7 @@ class DSIRSelector(Selector):
 
     needs_target = True
 
-    def __init__(self, orders=(1, 2), hash_bits=15, gumbel=True, length_normalization=True, temperature=1.0, seed=0,
+    def __init__(self, orders=(1, 2), hash_bits=15, gumbel=True, length_normalization=True, temperature=0.1, seed=0,
                  chunk_tokens=1 << 20):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
