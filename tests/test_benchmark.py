@@ -59,8 +59,10 @@ def table(markdown):
     """``{cell name: [column values]}`` of the lines of the cell tables (first header ``cell``) of a results.md."""
     rows, in_cell_table = {}, False
     for line in markdown.splitlines():
-        if not line.startswith("| "):
+        if not line.startswith("|"):
             in_cell_table = False
+            continue
+        if line.startswith("|---"):  # the header's separator
             continue
         cols = [c.strip() for c in line.strip("|").split("|")]
         if cols[0] == "cell":
