@@ -7,6 +7,8 @@ resamples the utterances (shared) and each system's seeds. A comparison says
 better / worse only when its 95 % interval excludes zero.
 """
 
+import functools
+
 import numpy as np
 
 from common.intervals import paired_difference, rate_interval
@@ -16,9 +18,24 @@ SPLITS = ("asr_test_target", "asr_test_in")
 
 
 def cell_errors(asr_folder):
-    """``{split: (utterance IDs, {"WER": [N, 2], "CER": [N, 2]})}`` of a finished ASR cell's alignment files."""
-    return {split: run_errors(asr_folder / f"wer_{split}.txt") for split in SPLITS
-            if (asr_folder / f"wer_{split}.txt").exists()}
+    """``{split: (utterance IDs, {"WER": [N, 2], "CER": [N, 2]})}`` of a finished ASR cell's alignment files.
+
+    The report is rewritten after every cell: each file is aligned once
+    (seconds for a test split), then reused while it is unchanged.
+    """
+    out = {}
+    for split in SPLITS:
+        path = asr_folder / f"wer_{split}.txt"
+        if path.exists():
+            state = path.stat()
+            out[split] = _file_errors(str(path), state.st_size, state.st_mtime_ns)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _file_errors(path, size, mtime_ns):
+    """:func:`tasks.compare_probes.run_errors` of ``path``, remembered for this size and modification time."""
+    return run_errors(path)
 
 
 def stacked(rows, errors, split, kind):
