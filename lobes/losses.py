@@ -46,11 +46,32 @@ def l1_cosine_loss(predictions, targets, mask, cos_weight=1.0):
     >>> per_layer.shape, bool(torch.allclose(per_layer, -F.logsigmoid(torch.tensor(1.0))))
     (torch.Size([3]), True)
     """
+    per_layer = masked_mean(l1_cosine_frames(predictions, targets, cos_weight), mask)
+    return per_layer.mean(), per_layer
+
+
+def l1_cosine_frames(predictions, targets, cos_weight=1.0):
+    """The DistilHuBERT loss of every frame, ``[N, B, T]`` (:func:`l1_cosine_loss` averages it)."""
     targets = targets.to(predictions.dtype)
     l1 = (predictions - targets).abs().mean(-1)
-    cos = F.cosine_similarity(predictions, targets, dim=-1)
-    per_layer = masked_mean(l1, mask) + cos_weight * masked_mean(-F.logsigmoid(cos), mask)
-    return per_layer.mean(), per_layer
+    return l1 - cos_weight * F.logsigmoid(F.cosine_similarity(predictions, targets, dim=-1))
+
+
+def l1_cosine_per_utterance(predictions, targets, mask, cos_weight=1.0):
+    """The DistilHuBERT loss of each utterance: over its real frames and the layers, ``[B]``.
+
+    Length-normalised (a mean over frames), so long and short utterances compare.
+
+    Example
+    -------
+    >>> x = torch.randn(3, 2, 5, 8)
+    >>> mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    >>> bool(torch.allclose(l1_cosine_per_utterance(x, x, mask), -F.logsigmoid(torch.tensor(1.0))))
+    True
+    """
+    frames = l1_cosine_frames(predictions, targets, cos_weight).mean(0)  # [B, T]
+    mask = mask.to(frames.dtype)
+    return (frames * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def hint_mse_loss(predictions, targets, mask, weights):

@@ -88,7 +88,7 @@ class UnitPipeline:
         return self.folder / f"codebook-k{self.n_clusters}-{key}.joblib"
 
     def units_path(self, codebook_path, manifest, name):
-        key = settings_hash({"codebook": codebook_path.name, "dedup": self.dedup,
+        key = settings_hash({"codebook": codebook_path.name, "dedup": self.dedup, "with_embeddings": True,
                              "manifest": file_sha256(manifest.path), "audio": audio_state(manifest)}, 12)
         return self.folder / f"units-{name}-{key}.npz"
 

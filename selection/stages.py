@@ -254,7 +254,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
             provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
                           "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
                           "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
-            result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance)
+            result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance,
+                                      units_folder)
     with _logged_time("waiting for the selection", rank, world_size):
         barrier()
     if rank != 0:
@@ -262,8 +263,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     return output_folder / SUBSET, result
 
 
-def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance):
-    """Run the selector and write every output, unless done for the same key."""
+def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance, work_folder):
+    """Run the selector (its caches in ``work_folder``) and write every output, unless done for the same key."""
     key = settings_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
                                   for name, p in inputs.items() if name != "codebook"},
                        "data_root": str(Path(pool.data_root).resolve()), "selector": type(selector).__name__,
@@ -277,7 +278,7 @@ def _selection_stage(pool, target, units, selector, budget, seed, output_folder,
     pool_units, target_units = units["pool"], units.get("target")
     logger.info("selection stage (%s): %s, budget %.3f h of %.3f h", key, type(selector).__name__, budget,
                 pool.total_hours)
-    result = selector.select(pool, pool_units, budget, target_units)
+    result = selector.select(pool, pool_units, budget, target_units, work_folder=work_folder)
     logger.info("selected %d utterances, %.3f h", result.n_utterances, result.hours)
 
     write_subset_csv(pool, result.ids, output_folder / SUBSET)

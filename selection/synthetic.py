@@ -41,6 +41,21 @@ class SyntheticCorpus:
         return Manifest(name, ["ID", "duration", "wav", "domain"], rows)
 
 
+def with_onehot_embeddings(units):
+    """``units`` with the embeddings its frames would give as one-hot features.
+
+    The mean of one-hot frames is the utterance's unit distribution ``p``, their standard
+    deviation ``sqrt(p (1 - p))`` (what :func:`selection.units.utterance_embedding` computes
+    from real features), so embedding-based selectors can run on synthetic units.
+    """
+    owner = np.repeat(np.arange(len(units)), units.lengths)
+    k = units.n_clusters
+    hist = np.bincount(owner * k + units.flat, minlength=len(units) * k).reshape(len(units), k).astype(np.float64)
+    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
+    embeddings = np.concatenate([hist, np.sqrt(hist * (1.0 - hist))], axis=1)
+    return UnitSet(units.ids, units.offsets, units.flat, units.frame_rate, units.n_clusters, units.dedup, embeddings)
+
+
 def domain_distributions(n_domains, n_clusters, shared_weight=0.5, concentration=0.1, seed=0):
     """Unit distribution of each domain, ``[n_domains, n_clusters]`` (rows sum to 1)."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,9 @@ Stages (each is a function, so a recipe can cache each output):
    :class:`~speechbrain.integrations.audio_tokenizers.kmeans.MiniBatchKMeansSklearn`)
    and checks the result (:class:`UnitQuality`);
 4. :func:`extract_units` maps every utterance to ``int16`` units, giving a
-   :class:`UnitSet` saved as one ``.npz`` (IDs, offsets, flat units, frame rate);
+   :class:`UnitSet` saved as one ``.npz`` (IDs, offsets, flat units, frame rate,
+   and each utterance's embedding: the mean and standard deviation of its feature
+   frames, from the same feature pass);
    :func:`shard_ids` / :func:`merge_unit_shards` split this stage over processes.
 """
 
@@ -51,9 +53,14 @@ class UnitSet:
         Codebook size; every unit is in ``[0, n_clusters)``.
     dedup : bool
         Whether consecutive repeats were collapsed.
+    embeddings : numpy.ndarray, optional
+        One vector per utterance (``[len(ids), dim]``, stored ``float16``): the
+        mean and standard deviation over the utterance's feature frames
+        (:func:`utterance_embedding`), for selectors that compare utterances as
+        wholes (:class:`selection.selectors.KCenterSelector`).
     """
 
-    def __init__(self, ids, offsets, flat, frame_rate, n_clusters, dedup=False):
+    def __init__(self, ids, offsets, flat, frame_rate, n_clusters, dedup=False, embeddings=None):
         self.ids = [str(i) for i in ids]
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.flat = np.asarray(flat, dtype=np.int16)
@@ -62,13 +69,19 @@ class UnitSet:
         self.dedup = bool(dedup)
         if len(self.offsets) != len(self.ids) + 1 or self.offsets[-1] != len(self.flat):
             raise UnitError("offsets do not match ids and flat units")
+        self.embeddings = None if embeddings is None else np.asarray(embeddings, dtype=np.float16)
+        if self.embeddings is not None and (self.embeddings.ndim != 2 or len(self.embeddings) != len(self.ids)):
+            raise UnitError(f"embeddings of shape {self.embeddings.shape} for {len(self.ids)} utterances")
         self._index = {utt_id: i for i, utt_id in enumerate(self.ids)}
         if len(self._index) != len(self.ids):
             raise UnitError("duplicate utterance IDs in unit set")
 
     @classmethod
-    def from_sequences(cls, sequences, frame_rate, n_clusters, dedup=False):
-        """Build from ``(utt_id, units)`` pairs (any iterable)."""
+    def from_sequences(cls, sequences, frame_rate, n_clusters, dedup=False, embeddings=None):
+        """Build from ``(utt_id, units)`` pairs (any iterable), with embeddings in the same order when given.
+
+        ``embeddings`` may be a list that the iteration of ``sequences`` fills (one vector per pair).
+        """
         ids, parts = [], []
         for utt_id, seq in sequences:
             ids.append(utt_id)
@@ -76,7 +89,9 @@ class UnitSet:
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-        return cls(ids, offsets, flat, frame_rate, n_clusters, dedup)
+        if embeddings is not None:
+            embeddings = np.stack(embeddings) if len(embeddings) else np.zeros((0, 0), dtype=np.float16)
+        return cls(ids, offsets, flat, frame_rate, n_clusters, dedup, embeddings)
 
     def __len__(self):
         return len(self.ids)
@@ -103,16 +118,18 @@ class UnitSet:
 
     def subset(self, ids):
         """A new unit set with ``ids`` (all must be present), in the given order."""
-        positions, offsets = gather_ranges(self.offsets, self.rows(ids))
+        rows = self.rows(ids)
+        positions, offsets = gather_ranges(self.offsets, rows)
         return UnitSet(list(ids), offsets, self.flat[positions], self.frame_rate,
-                       self.n_clusters, self.dedup)
+                       self.n_clusters, self.dedup, None if self.embeddings is None else self.embeddings[rows])
 
     def save(self, path):
         """Write to ``path`` (``.npz``, uncompressed) atomically."""
+        extra = {} if self.embeddings is None else {"embeddings": self.embeddings}
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle, ids=np.array(self.ids, dtype=str), offsets=self.offsets, flat=self.flat,
-                frame_rate=self.frame_rate, n_clusters=self.n_clusters, dedup=self.dedup,
+                frame_rate=self.frame_rate, n_clusters=self.n_clusters, dedup=self.dedup, **extra,
             )
 
     @classmethod
@@ -120,7 +137,8 @@ class UnitSet:
         """Read a unit set written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
             return cls(data["ids"].tolist(), data["offsets"], data["flat"],
-                       float(data["frame_rate"]), int(data["n_clusters"]), bool(data["dedup"]))
+                       float(data["frame_rate"]), int(data["n_clusters"]), bool(data["dedup"]),
+                       data["embeddings"] if "embeddings" in data.files else None)
 
 
 @dataclass
@@ -397,8 +415,22 @@ def dedup_runs(units):
     return units[keep]
 
 
+def utterance_embedding(feats):
+    """Mean and standard deviation over an utterance's frames, concatenated (``float32 [2 dim]``).
+
+    Example
+    -------
+    >>> utterance_embedding(np.array([[1.0, 0.0], [3.0, 0.0]]))
+    array([2., 0., 1., 0.], dtype=float32)
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    if len(feats) == 0:
+        return np.zeros(2 * feats.shape[-1], dtype=np.float32)
+    return np.concatenate([feats.mean(axis=0), feats.std(axis=0)]).astype(np.float32)
+
+
 def extract_units(features, codebook, frame_rate, dedup=False):
-    """Units of every utterance in a feature stream.
+    """Units and embeddings (:func:`utterance_embedding`) of every utterance in a feature stream.
 
     Parameters
     ----------
@@ -415,12 +447,15 @@ def extract_units(features, codebook, frame_rate, dedup=False):
     -------
     UnitSet
     """
+    embeddings = []
+
     def sequences():
         for utt_id, feats in features:
             units = codebook.predict(feats)
+            embeddings.append(utterance_embedding(feats))
             yield utt_id, dedup_runs(units) if dedup else units
 
-    return UnitSet.from_sequences(sequences(), frame_rate, codebook.n_clusters, dedup)
+    return UnitSet.from_sequences(sequences(), frame_rate, codebook.n_clusters, dedup, embeddings)
 
 
 def shard_ids(ids, rank, world_size):
@@ -462,18 +497,21 @@ def merge_unit_shards(paths, out_path=None):
     shards = [UnitSet.load(p) for p in paths]
     if not shards:
         raise UnitError("no shards to merge")
-    meta = {(s.frame_rate, s.n_clusters, s.dedup) for s in shards}
+    meta = {(s.frame_rate, s.n_clusters, s.dedup, s.embeddings is None) for s in shards}
     if len(meta) != 1:
-        raise UnitError(f"shards disagree on (frame_rate, n_clusters, dedup): {sorted(meta)}")
-    merged = {}
+        raise UnitError(f"shards disagree on (frame_rate, n_clusters, dedup, no embeddings): {sorted(meta)}")
+    merged, embeddings = {}, {}
     for shard, path in zip(shards, paths):
-        for utt_id, units in shard.to_dict().items():
+        for row, (utt_id, units) in enumerate(shard.to_dict().items()):
             if utt_id in merged:
                 raise UnitError(f"ID {utt_id!r} appears in more than one shard ({path})")
             merged[utt_id] = units
+            if shard.embeddings is not None:
+                embeddings[utt_id] = shard.embeddings[row]
     first = shards[0]
-    result = UnitSet.from_sequences(sorted(merged.items()), first.frame_rate,
-                                    first.n_clusters, first.dedup)
+    ids = sorted(merged)
+    result = UnitSet.from_sequences(((i, merged[i]) for i in ids), first.frame_rate, first.n_clusters, first.dedup,
+                                    None if first.embeddings is None else [embeddings[i] for i in ids])
     if out_path is not None:
         result.save(out_path)
     return result

@@ -215,9 +215,12 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
 
 
-@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 79), ("benchmark_quick.yaml", 13)])
-def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tmp_path, monkeypatch):
-    """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports."""
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 97), ("benchmark_quick.yaml", 13)])
+def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
+    """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
+
+    Selection files that load the default teacher get the tiny one instead (no conversion of Whisper base here).
+    """
     corpus = [f"--data_folder={tiny_corpus['data_folder']}", f"--manifest_folder={tiny_corpus['save_folder']}",
               f"--corpus_scale={tiny_corpus['scale']}", f"--output_folder={tmp_path}"]
     rows, _ = cells.build_plan(load_runner().load_hparams([str(BENCH / "hparams" / name), *corpus]))
@@ -228,10 +231,17 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tmp_path, mon
         with open(cells.resolve(hparams_file), encoding="utf-8") as handle:
             hparams = load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
         if cell.kind == "distill":  # and the selection file with its overrides
-            load_selection(cells.resolve(hparams["selection_folder"]), hparams["selection"],
-                           hparams["units_overrides"], hparams["selector_overrides"], hparams["seed"])
+            folder, name = cells.resolve(hparams["selection_folder"]), hparams["selection"]
+            units, selector = hparams["units_overrides"], hparams["selector_overrides"].get(name, {})
+            text = (folder / f"{name}.yaml").read_text()
+            if "units: teacher_layer" in text:
+                units = {**units, "source": str(tiny_whisper_dir), "layer": 1}
+            if "teacher_source:" in text:
+                selector = {**selector, "teacher_source": str(tiny_whisper_dir)}
+            load_selection(folder, name, units, selector, hparams["seed"])
             checked.add(hparams["selection"])
-    expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "full"}
+    expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
+                "difficulty", "full"}
     assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir"})
 
 

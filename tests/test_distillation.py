@@ -26,14 +26,27 @@ def load_recipe():
 
 
 SELECTIONS = sorted(p.stem for p in (RECIPE.parents[1] / "selection").glob("*.yaml"))
-TINY_UNITS = "--units_overrides={n_clusters: 20, fit_hours: 0.02}"
+
+
+def tiny_selection(selection, teacher_dir):
+    """Small k-means; teacher-layer units and a selector's own teacher are the tiny teacher's (a short proxy)."""
+    text = (RECIPE.parents[1] / "selection" / f"{selection}.yaml").read_text()
+    units = "n_clusters: 20, fit_hours: 0.02"
+    if "units: teacher_layer" in text:
+        units += f", source: {teacher_dir}, layer: 1"
+    overrides = [f"--units_overrides={{{units}}}"]
+    if "teacher_source:" in text:
+        overrides.append(f"--selector_overrides={{{selection}: {{teacher_source: {teacher_dir}, train_steps: 2, "
+                         "sample_hours: 0.005}}")
+    return overrides
 
 
 def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_file, selection="random"):
     overrides = [f"--selection={selection}", f"--data_folder={corpus['data_folder']}",
                  f"--manifest_folder={corpus['save_folder']}", f"--corpus_scale={corpus['scale']}", f"--teacher_source={teacher_dir}",
                  f"--output_folder={output_folder}", "--num_workers=0", "--valid_utterances=4",
-                 "--batch_size=4", "--crop_seconds=1.0", f"--units_folder={units_folder}", TINY_UNITS]
+                 "--batch_size=4", "--crop_seconds=1.0", f"--units_folder={units_folder}",
+                 *tiny_selection(selection, teacher_dir)]
     if "fithubert" in hparams_file.name:  # the tiny teacher is 32 wide and 2 layers deep
         overrides += ["--fit_hidden=16", "--fit_ffn=16", "--fit_heads=2", "--fit_conv_channels=[16,16,16,16,16,16,16]",
                       "--hint_weights=[0.1,1.0]"]
@@ -52,7 +65,7 @@ def test_every_variant_is_here():
     assert {p.stem for p in HPARAMS} == {"distill_kmeans", "distill_kmeans_fithubert", "distill_kmeans_hubert",
                                         "distill_kmeans_whisper_tiny"}
     assert {"contrastive", "contrastive_ssl", "random", "longest", "dsir", "divergence", "coverage", "cluster",
-            "full"} <= set(SELECTIONS)
+            "kcenter", "full"} <= set(SELECTIONS)
 
 
 def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
@@ -69,7 +82,7 @@ def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
 
 
 VARIANTS = [(p, "contrastive") for p in HPARAMS if p.stem != "distill_kmeans"] + [
-    (RECIPE / "hparams" / "distill_kmeans.yaml", s) for s in SELECTIONS if s != "contrastive_ssl"]
+    (RECIPE / "hparams" / "distill_kmeans.yaml", s) for s in SELECTIONS]
 
 
 @pytest.mark.parametrize("hparams_file, selection", VARIANTS, ids=lambda v: getattr(v, "stem", v))

@@ -13,8 +13,9 @@ from hyperpyyaml import load_hyperpyyaml
 from common.manifest import ManifestError, read_manifest
 from conftest import ROOT, SYNTH_RECIPE
 from selection.features import MFCCExtractor
-from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, CoverageSelector, DivergenceSelector,
-                                 DSIRSelector, LongestFirstSelector, RandomSelector, TargetError)
+from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, CoverageSelector, DifficultySelector,
+                                 DivergenceSelector, DSIRSelector, KCenterSelector, LongestFirstSelector,
+                                 RandomSelector, TargetError)
 from selection.stages import load_selection as load_selection_result
 from selection.stages import run_selection
 from selection.units import UnitError, UnitSet
@@ -29,7 +30,7 @@ UNIT_SETTINGS = {"n_clusters": 16, "fit_hours": 0.02, "kmeans_settings": {"n_epo
 SELECTORS = {"contrastive": ContrastiveLMSelector, "contrastive_ssl": ContrastiveLMSelector,
              "random": RandomSelector, "longest": LongestFirstSelector, "dsir": DSIRSelector,
              "divergence": DivergenceSelector, "coverage": CoverageSelector, "cluster": ClusterBalancedSelector,
-             "full": type(None)}
+             "kcenter": KCenterSelector, "difficulty": DifficultySelector, "full": type(None)}
 
 
 def corpus_overrides(corpus, output_folder, units_folder, selection="contrastive"):
@@ -74,11 +75,14 @@ def test_every_selection_file_is_known_here():
 
 @pytest.mark.parametrize("path", SELECTION_FILES, ids=lambda p: p.stem)
 def test_selection_file_builds_its_selector_and_units(path, tiny_hubert_dir):
-    units = {**TINY_UNITS, **({"source": str(tiny_hubert_dir), "layer": 1} if path.stem == "contrastive_ssl" else {})}
-    config = load_selection(SELECTION_FOLDER, path.stem, units, {}, seed=7)
+    text = path.read_text()
+    teacher_layer = "units: teacher_layer" in text
+    units = {**TINY_UNITS, **({"source": str(tiny_hubert_dir), "layer": 1} if teacher_layer else {})}
+    selector = {"teacher_source": str(tiny_hubert_dir)} if "teacher_source:" in text else {}
+    config = load_selection(SELECTION_FOLDER, path.stem, units, selector, seed=7)
     assert type(config["selector"]) is SELECTORS[path.stem]
     assert config["units"]["unit_settings"]["n_clusters"] == 16 and config["seed"] == 7
-    assert config["units"]["extractor"].settings()["kind"] == ("ssl" if "ssl" in path.stem else "mfcc")
+    assert config["units"]["extractor"].settings()["kind"] == ("ssl" if teacher_layer else "mfcc")
     if "seed" in getattr(config["selector"], "settings", dict)():
         assert config["selector"].settings()["seed"] == 7  # the recipe's seed reaches seeded selectors
 

@@ -8,18 +8,18 @@ import pytest
 
 from selection.selectors import (
     ClusterBalancedSelector, ContrastiveLMSelector, CoverageSelector, DivergenceSelector,
-    DSIRSelector, LongestFirstSelector, RandomSelector, Selector, TargetError, fill_budget,
+    DSIRSelector, KCenterSelector, LongestFirstSelector, RandomSelector, Selector, TargetError, fill_budget,
 )
-from selection.synthetic import synthetic_corpus
+from selection.synthetic import SyntheticCorpus, synthetic_corpus, with_onehot_embeddings
 from selection.units import UnitSet
 
 DOMAINS = ["formant", "concat", "parametric", "neural", "reverb", "noisytel", "nonenglish"]
 SHARES = [0.15, 0.15, 0.15, 0.10, 0.15, 0.15, 0.15]
 
 TARGET_AWARE = [ContrastiveLMSelector(), ContrastiveLMSelector(order=3), DSIRSelector(),
-                DSIRSelector(gumbel=False), DivergenceSelector()]
+                DSIRSelector(gumbel=False), DivergenceSelector(), KCenterSelector(n_components=16, target_fraction=0.08)]
 ALL = TARGET_AWARE + [RandomSelector(seed=1), LongestFirstSelector(), CoverageSelector(),
-                      ClusterBalancedSelector(n_clusters=8)]
+                      ClusterBalancedSelector(n_clusters=8), KCenterSelector(n_components=16)]
 
 
 def _name(selector):
@@ -31,6 +31,8 @@ def corpus():
     pool = synthetic_corpus(2000, DOMAINS, SHARES, n_clusters=100, mean_length=120, seed=1)
     target = synthetic_corpus(60, DOMAINS, [0, 0, 0, 1, 0, 0, 0], n_clusters=100,
                               mean_length=120, seed=2)
+    pool = SyntheticCorpus(with_onehot_embeddings(pool.units), pool.domains, pool.durations)
+    target = SyntheticCorpus(with_onehot_embeddings(target.units), target.domains, target.durations)
     manifest = pool.manifest()
     budget = 0.8 * manifest.durations[pool.domains == "neural"].sum() / 3600
     return pool, target, manifest, budget

@@ -4,12 +4,14 @@ from selection.selectors.base import SelectionResult, Selector, TargetError, fil
 from selection.selectors.cluster import ClusterBalancedSelector
 from selection.selectors.contrastive import ContrastiveLMSelector
 from selection.selectors.coverage import CoverageSelector
+from selection.selectors.difficulty import DifficultySelector
 from selection.selectors.divergence import DivergenceSelector
 from selection.selectors.dsir import DSIRSelector
+from selection.selectors.kcenter import KCenterSelector
 from selection.selectors.simple import LongestFirstSelector, RandomSelector
 
 __all__ = [
-    "ClusterBalancedSelector", "ContrastiveLMSelector", "CoverageSelector", "DSIRSelector",
-    "DivergenceSelector", "LongestFirstSelector", "RandomSelector", "SelectionResult",
+    "ClusterBalancedSelector", "ContrastiveLMSelector", "CoverageSelector", "DSIRSelector", "DifficultySelector",
+    "DivergenceSelector", "KCenterSelector", "LongestFirstSelector", "RandomSelector", "SelectionResult",
     "Selector", "TargetError", "fill_budget",
 ]

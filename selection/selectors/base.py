@@ -100,9 +100,18 @@ class Selector(ABC):
 
     needs_target = False
     needs_units = True
+    needs_embeddings = False  # True: ranks by the units' utterance embeddings (``UnitSet.embeddings``)
     diagnostics = None  # a dict of figures :meth:`rank` may set (e.g. DSIR's overlap with top-k)
 
-    def select(self, pool, units, budget_hours, target_units=None):
+    def prepare(self, pool, ids, work_folder):
+        """Compute what :meth:`rank` needs beyond the units (default: nothing).
+
+        Called by :meth:`select` just before :meth:`rank`, with the pool manifest (audio paths),
+        the candidate IDs and a folder for caches (``None``: no cache); e.g.
+        :class:`selection.selectors.DifficultySelector` scores the candidates' audio here.
+        """
+
+    def select(self, pool, units, budget_hours, target_units=None, work_folder=None):
         """Choose pool utterances within a budget of audio hours.
 
         Parameters
@@ -118,6 +127,8 @@ class Selector(ABC):
             pool takes the whole pool (with a warning).
         target_units : selection.units.UnitSet, optional
             Units of target-domain utterances (required when ``needs_target``).
+        work_folder : str or os.PathLike, optional
+            Cache folder handed to :meth:`prepare`.
 
         Returns
         -------
@@ -140,6 +151,11 @@ class Selector(ABC):
         if units is not None and target_units is not None and units.n_clusters != target_units.n_clusters:
             raise ValueError(
                 f"pool units have {units.n_clusters} clusters, target units {target_units.n_clusters}")
+        if self.needs_embeddings:
+            for label, unit_set in (("pool", units), ("target", target_units if self.needs_target else None)):
+                if unit_set is not None and unit_set.embeddings is None:
+                    raise ValueError(f"{name} needs utterance embeddings, and the {label} units have none "
+                                     "(a unit set built without them: extract the units again)")
         if units is not None:  # every selector, those that ignore units too: no units means unusable audio
             ids = [i for i in pool.ids if i in units]
             if len(ids) < len(pool):
@@ -152,6 +168,7 @@ class Selector(ABC):
             raise ValueError("no candidate utterances in the pool")
         durations = pool.durations_of(ids)
         budget_seconds = budget_hours * 3600.0
+        self.prepare(pool, ids, work_folder)
         order, scores = self.rank(ids, durations, units, rows, target_units, budget_seconds)
         if budget_seconds >= durations.sum():
             logger.warning("budget %.3f h >= pool %.3f h: taking the whole pool",
