@@ -231,14 +231,14 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
         with open(cells.resolve(hparams_file), encoding="utf-8") as handle:
             hparams = load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
         if cell.kind == "distill":  # and the selection file with its overrides
-            folder, name = cells.resolve(hparams["selection_folder"]), hparams["selection"]
-            units, selector = hparams["units_overrides"], hparams["selector_overrides"].get(name, {})
-            text = (folder / f"{name}.yaml").read_text()
+            folder, method = cells.resolve(hparams["selection_folder"]), hparams["selection"]
+            units, selector = hparams["units_overrides"], hparams["selector_overrides"].get(method, {})
+            text = (folder / f"{method}.yaml").read_text()
             if "units: teacher_layer" in text:
                 units = {**units, "source": str(tiny_whisper_dir), "layer": 1}
             if "teacher_source:" in text:
                 selector = {**selector, "teacher_source": str(tiny_whisper_dir)}
-            load_selection(folder, name, units, selector, hparams["seed"])
+            load_selection(folder, method, units, selector, hparams["seed"])
             checked.add(hparams["selection"])
     expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
                 "difficulty", "full"}

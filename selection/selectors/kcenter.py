@@ -1,5 +1,7 @@
 """Coverage of the teacher's embedding space: greedy k-center on utterance embeddings."""
 
+import time
+
 import numpy as np
 
 from selection.kcenter import farthest_first, nearest_squared_distance, reduce_embeddings
@@ -38,8 +40,9 @@ class KCenterSelector(Selector):
     -----
     Scores are each pick's distance to the nearest earlier pick when it was picked (the
     covering radius at that point; ``inf`` for the first). Diagnostics: the variance the
-    projection keeps, the rounds, the final covering radius of the pool, and with a target
-    the share of the subset's hours from the target neighbourhood.
+    projection keeps, the rounds, the final covering radius of the pool, the seconds of the
+    projection and of the traversal, and with a target the share of the subset's hours from the
+    target neighbourhood.
     """
 
     needs_embeddings = True
@@ -65,9 +68,11 @@ class KCenterSelector(Selector):
 
     def rank(self, ids, durations, units, rows, target_units, budget_seconds):
         """Picks in traversal order, then the others by decreasing distance to the picks."""
+        started = time.perf_counter()
         target_vectors = target_units.embeddings if self.needs_target else None
         points, target_points, kept = reduce_embeddings(units.embeddings[rows], self.n_components, self.seed,
                                                         extra=target_vectors)
+        projected = time.perf_counter()
         eligible = None
         if self.needs_target:
             eligible = self.target_neighbourhood(points, target_points, durations)
@@ -80,7 +85,9 @@ class KCenterSelector(Selector):
         order = np.concatenate([picks, rest])
         scores = np.concatenate([radii, np.sqrt(nearest[rest])])
         self.diagnostics = {"explained_variance": round(kept, 4), "rounds": rounds, "picks": len(picks),
-                            "covering_radius": float(np.sqrt(nearest.max()))}
+                            "covering_radius": float(np.sqrt(nearest.max())),
+                            "projection_seconds": round(projected - started, 1),
+                            "traversal_seconds": round(time.perf_counter() - projected, 1)}
         if eligible is not None:
             picked_hours = durations[picks].sum()
             self.diagnostics["hours_share_from_target_neighbourhood"] = round(
