@@ -313,10 +313,19 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the hours (1.0: ~13 h in all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n_jobs", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--target_domain", default=None,
+                        help="also write manifests of the same audio with this pool domain as the target, in "
+                             "<save_folder>/target-<domain> (corpora/synthdomains/retarget.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     summary = prepare_synthdomains(args.data_folder, args.save_folder, args.scale, args.seed, n_jobs=args.n_jobs)
     print(json.dumps({k: summary[k] for k in ("split_hours", "speakers", "n_failed", "elapsed_s")}, indent=2))
+    if args.target_domain is not None:
+        from .retarget import retarget_synthdomains
+
+        folder = Path(args.save_folder) / f"target-{args.target_domain}"
+        retargeted = retarget_synthdomains(args.save_folder, folder, args.target_domain, seed=args.seed)
+        print(json.dumps({"manifest_folder": str(folder), "hours": retargeted["hours"]}, indent=2))
 
 
 if __name__ == "__main__":
