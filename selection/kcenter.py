@@ -7,9 +7,12 @@ Picking one point at a time over the whole set costs a pass over all points per 
 100 000 picks out of 1 000 000. :func:`farthest_first` gives the same sequence of picks in rounds:
 the ``block`` farthest points are copied out, picks are made among them while the best of them is
 still at least as far as the farthest point left outside the block (an outside point only comes
-nearer as points are picked), and only then are all points' distances updated, in one matrix
-product per round. :func:`reduce_embeddings` standardises and projects the embeddings (PCA) first,
-so that each round's product is small.
+nearer as points are picked), and only then are the other points' distances updated, in matrix
+products, and only for the points that can have come nearer: a point at distance r from the pick
+that covers it is nearer to a new pick s only if s is within 2 r of that pick (triangle
+inequality), so each pick keeps the largest distance of the points it covers and the points of
+picks far from every new one are not measured. :func:`reduce_embeddings` standardises and
+projects the embeddings (PCA) first, so that the products are small.
 """
 
 import math
