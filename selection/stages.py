@@ -24,7 +24,10 @@ Outputs in ``output_folder`` (each written to a temporary file and renamed):
 * ``scores.csv``: ``ID,score`` of the selected utterances, when the selector scores;
 * ``report.png``: composition and unit divergence (:func:`selection.report.write_report`);
 * ``selection.json``: selector, settings, budget, hours, seed, input hashes,
-  unit quality, per-domain hours, unit KL to the target and the selector's diagnostics.
+  unit quality, per-domain hours, unit KL to the target, the selector's diagnostics and
+  ``selector_seconds``, the wall time of the selector itself (scores and ranking, a proxy
+  student's training and scoring included; the units, cached and shared by every selector on
+  the same features, are not).
 """
 
 import csv
@@ -278,8 +281,11 @@ def _selection_stage(pool, target, units, selector, budget, seed, output_folder,
     pool_units, target_units = units["pool"], units.get("target")
     logger.info("selection stage (%s): %s, budget %.3f h of %.3f h", key, type(selector).__name__, budget,
                 pool.total_hours)
+    started = time.perf_counter()
     result = selector.select(pool, pool_units, budget, target_units, work_folder=work_folder)
-    logger.info("selected %d utterances, %.3f h", result.n_utterances, result.hours)
+    selector_seconds = round(time.perf_counter() - started, 1)
+    logger.info("selected %d utterances, %.3f h (the selector took %.1f s)", result.n_utterances, result.hours,
+                selector_seconds)
 
     write_subset_csv(pool, result.ids, output_folder / SUBSET)
     samples = count_samples(pool, result.ids)
@@ -290,7 +296,8 @@ def _selection_stage(pool, target, units, selector, budget, seed, output_folder,
 
     for name, unit_set in units.items():
         provenance["unit_quality"][name] = unit_quality(unit_set.flat, unit_set.n_clusters).as_dict()
-    extra = {"stage_hash": key, "pool_hours": pool.total_hours, "pool_utterances": len(pool),
+    extra = {"stage_hash": key, "selector_seconds": selector_seconds, "pool_hours": pool.total_hours,
+             "pool_utterances": len(pool),
              "pool_utterances_without_units": sum(i not in pool_units for i in pool.ids), **provenance, **figures,
              "outputs": {"subset": SUBSET, "len_for_bucket": str(LEN_FOR_BUCKET), "fairseq_tsv": str(FAIRSEQ_TSV),
                          "report": REPORT, "scores": SCORES if result.scores is not None else None,

@@ -18,6 +18,7 @@ python recipes/SynthDomains/distillation/train.py recipes/SynthDomains/distillat
 torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>   # several processes (gloo without a GPU)
 """
 
+import json
 import logging
 import random
 import sys
@@ -256,6 +257,15 @@ def target_statistics(hparams, train_cache):
     return mean, std.clamp(min=1e-5)
 
 
+def selector_minutes(selection_folder):
+    """Minutes the selector took when the subset was selected (``selection.json``); ``None`` for the whole pool."""
+    record = Path(selection_folder) / "selection.json"
+    if not record.exists():
+        return None
+    seconds = json.loads(record.read_text(encoding="utf-8")).get("selector_seconds")
+    return None if seconds is None else round(seconds / 60, 2)
+
+
 def main(argv):
     started = time.time()
     hparams, run_opts = start_experiment(argv)
@@ -265,7 +275,8 @@ def main(argv):
                                              "budget_fraction", "seed", "teacher_source")}
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
     # under torchrun every process extracts its shard of the units; one fits k-means and selects
-    subset_csv, _ = select_subset(hparams, Path(hparams["output_folder"]) / "selection", **process_share())
+    selection_folder = Path(hparams["output_folder"]) / "selection"
+    subset_csv, _ = select_subset(hparams, selection_folder, **process_share())
 
     teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
     student = hparams["student_class"](teacher)
@@ -309,6 +320,7 @@ def main(argv):
                    "student": type(export).__name__,
                    "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
                    "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
+                   "selector_minutes": selector_minutes(selection_folder),
                    "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
                    "optimizer_steps": brain.optimizer_step, "schedule_steps": steps,
                    "last_stats": getattr(brain, "last_stats", None),

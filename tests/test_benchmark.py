@@ -266,6 +266,9 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
             assert cols[header.index(column)] == ("–" if value is None else f"{value:.2f}"), (name, column)
     distilled = json.loads((out / "distill" / "contrastive_10pct_s1234" / "distillation.json").read_text())
     assert rows["contrastive_10pct_s1234"][header.index("hours used")] == f"{distilled['subset_hours']:.3f}"
+    selected = json.loads((out / "distill" / "contrastive_10pct_s1234" / "selection" / "selection.json").read_text())
+    assert distilled["selector_minutes"] == round(selected["selector_seconds"] / 60, 2)  # selection compute
+    assert rows["contrastive_10pct_s1234"][header.index("select min")] == f"{distilled['selector_minutes']:.1f}"
     assert distilled["subset_hours"] > 0 and rows["contrastive_10pct_s1234"][header.index("epochs")] == "1"
     assert (out / "results.png").exists()
     results = json.loads((out / "results.json").read_text())
