@@ -9,7 +9,7 @@ on the same utterances, with its interval and a verdict (better / worse /
 indistinguishable). See :mod:`common.intervals`.
 
 python recipes/SynthDomains/ASR/compare_encoders.py --runs results/asr_probe \
-    --encoders teacher_whisper_base student_distill_contrastive mfcc --baseline mfcc
+    --encoders teacher_whisper_base distill_contrastive mfcc --baseline mfcc
 """
 
 import argparse

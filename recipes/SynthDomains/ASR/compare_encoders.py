@@ -2,7 +2,7 @@
 """Compare encoders scored by the ASR probe, with intervals and paired differences (:mod:`tasks.compare_probes`).
 
 python recipes/SynthDomains/ASR/compare_encoders.py --runs results/asr_probe \
-    --encoders teacher_whisper_base student_distill_contrastive mfcc --baseline mfcc
+    --encoders teacher_whisper_base distill_contrastive mfcc --baseline mfcc
 """
 
 import sys
