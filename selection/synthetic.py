@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.manifest import Manifest
+from selection.selectors.cluster import unit_histograms
 from selection.units import UnitSet
 
 
@@ -48,10 +49,7 @@ def with_onehot_embeddings(units):
     deviation ``sqrt(p (1 - p))`` (what :func:`selection.units.utterance_embedding` computes
     from real features), so embedding-based selectors can run on synthetic units.
     """
-    owner = np.repeat(np.arange(len(units)), units.lengths)
-    k = units.n_clusters
-    hist = np.bincount(owner * k + units.flat, minlength=len(units) * k).reshape(len(units), k).astype(np.float64)
-    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
+    hist = unit_histograms(units, np.arange(len(units))).astype(np.float64) ** 2  # back from Hellinger to p
     embeddings = np.concatenate([hist, np.sqrt(hist * (1.0 - hist))], axis=1)
     return UnitSet(units.ids, units.offsets, units.flat, units.frame_rate, units.n_clusters, units.dedup, embeddings)
 

@@ -78,10 +78,7 @@ class UnitSet:
 
     @classmethod
     def from_sequences(cls, sequences, frame_rate, n_clusters, dedup=False, embeddings=None):
-        """Build from ``(utt_id, units)`` pairs (any iterable), with embeddings in the same order when given.
-
-        ``embeddings`` may be a list that the iteration of ``sequences`` fills (one vector per pair).
-        """
+        """Build from ``(utt_id, units)`` pairs (any iterable), with embeddings in the same order when given."""
         ids, parts = [], []
         for utt_id, seq in sequences:
             ids.append(utt_id)
@@ -447,15 +444,12 @@ def extract_units(features, codebook, frame_rate, dedup=False):
     -------
     UnitSet
     """
-    embeddings = []
-
-    def sequences():
-        for utt_id, feats in features:
-            units = codebook.predict(feats)
-            embeddings.append(utterance_embedding(feats))
-            yield utt_id, dedup_runs(units) if dedup else units
-
-    return UnitSet.from_sequences(sequences(), frame_rate, codebook.n_clusters, dedup, embeddings)
+    sequences, embeddings = [], []
+    for utt_id, feats in features:
+        units = codebook.predict(feats)
+        sequences.append((utt_id, dedup_runs(units) if dedup else units))
+        embeddings.append(utterance_embedding(feats))
+    return UnitSet.from_sequences(sequences, frame_rate, codebook.n_clusters, dedup, embeddings)
 
 
 def shard_ids(ids, rank, world_size):
