@@ -1,5 +1,7 @@
 """Proxy-student difficulty: the guard against hand-set losses, and the proxy scorer on a tiny teacher."""
 
+import zlib
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -58,9 +60,9 @@ def corpus():
 
 
 def loss_by_domain(pool, units):
-    """The 'noise' domain is hardest, then 'c'; within a domain, the ID's hash orders."""
+    """The 'noise' domain is hardest, then 'c'; within a domain, a checksum of the ID orders (fixed across runs)."""
     level = {"a": 0.0, "b": 0.0, "c": 1.0, "noise": 2.0}
-    return lambda utt_id: level[pool.domains[units.rows([utt_id])[0]]] + (hash(utt_id) % 1000) / 10_000
+    return lambda utt_id: level[pool.domains[units.rows([utt_id])[0]]] + (zlib.crc32(utt_id.encode()) % 1000) / 10_000
 
 
 def test_without_guard_it_is_top_loss(corpus):
@@ -72,7 +74,8 @@ def test_without_guard_it_is_top_loss(corpus):
     order = np.argsort(-losses, kind="stable")
     expected = [manifest.ids[i] for i in order[fill_budget(manifest.durations[order], budget * 3600)]]
     assert picked.ids == expected
-    assert set(pool.domains[units.rows(picked.ids)]) == {"noise"}
+    noise = pool.domains[units.rows(picked.ids)] == "noise"  # only the last gap may go to shorter, easier audio
+    assert manifest.durations_of(picked.ids)[noise].sum() > budget * 3600 - manifest.durations.max()
     assert picked.diagnostics["hours_shared_with_unguarded"] == 1.0
     assert picked.diagnostics["selection_compute"] == {"scored_hours": 0.0}
 
