@@ -13,8 +13,9 @@
     ``pip install --no-deps --target /tmp/s3prl_pkgs s3prl==0.4.18``); without
     it only our figures are printed.
 (b) Epoch time of the distillation recipe's loop (``DistillBrain``,
-    ``load_datasets``, ``add_pipelines`` and ``build_caches`` of
-    ``recipes/SynthDomains/distillation/train.py``) with the teacher-target
+    ``load_datasets`` and ``add_pipelines`` of ``tasks/distillation.py``, which
+    ``recipes/SynthDomains/distillation/train.py`` runs, and ``build_caches`` of
+    ``tasks/teacher_targets.py``) with the teacher-target
     cache on and off (``--freeze_cnn``: the student's CNN without gradients), on
     generated audio (or ``--manifest``), with a randomly initialised teacher saved
     like the teacher recipe saves it: the offline teacher's shape
@@ -62,6 +63,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from lobes.encoder import frame_mask  # noqa: E402
 from lobes.losses import l1_cosine_loss  # noqa: E402
 from lobes.students import DistilHuBERT  # noqa: E402
+from tasks.teacher_targets import build_caches  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -409,7 +411,7 @@ def run_recipe_loop(recipe, args, data_root, manifests, subset_csv, teacher_dir,
     caches = {}
     if use_cache:
         for name, dataset in (("train", train), ("valid", valid)):
-            built = recipe.build_caches(hparams, name, dataset, teacher, student.target_layers, args.cache_cnn)
+            built = build_caches(hparams, name, dataset, teacher, student.target_layers, args.cache_cnn)
             caches[f"{name}_cache"] = built["targets"]
             if args.cache_cnn:
                 caches[f"{name}_cnn_cache"] = built["cnn"]

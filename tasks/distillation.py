@@ -6,11 +6,17 @@ Stages, each skipped when done (re-running the same command resumes):
 2. the teacher: ``teacher_source`` (hub id or folder), built first by
    ``build_teacher`` when the hparams name one (the offline SynthDomains teachers);
 3. the subset: the selection stages of ``selection/`` with the configured selector;
-4. optionally the teacher targets of the subset and of the validation utterances,
+4. optionally the teacher targets of the training and validation items,
    computed once in fp16 (``cache_teacher_targets``), and with a frozen CNN
-   copied from the teacher its output too (``cache_cnn_features``);
+   copied from the teacher its output too (``cache_cnn_features``). Items are
+   random crops of the utterances (``crop_seconds``, targets sliced from the
+   whole utterance's), or fixed segments that the teacher sees alone
+   (``segment_seconds``), drawn ``steps_per_epoch`` batches per epoch from a
+   seeded schedule when set: equal compute whatever the subset;
 5. distillation (``DistillBrain``), checkpointed every epoch; the student is
-   exported to ``<output_folder>/save/student`` as an HF model folder.
+   exported to ``<output_folder>/save/student`` as an HF model folder;
+6. the student's distillation loss on ``heldout_splits``, per domain
+   (``heldout.json``, :mod:`tasks.heldout`): an intrinsic measure, no labels.
 
 Each dataset's ``recipes/<Dataset>/distillation/train.py`` calls :func:`main`:
 
@@ -25,21 +31,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import SAMPLE_RATE, load_audio
-from common.hashing import files_state, settings_hash
-from common.manifest import check_durations, load_dataset
+from common.manifest import check_durations, load_dataset, read_manifest
 from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask
 from lobes.feature_cache import encoder_fingerprint
-from lobes.target_cache import build_target_caches
+from lobes.segments import SegmentSchedule, segment_rows
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
+from tasks.heldout import evaluate_heldout
 from tasks.process_group import process_share
 from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
+from tasks.teacher_targets import build_caches, load_item
 
 logger = logging.getLogger(__name__)
 
@@ -121,18 +129,27 @@ class DistillBrain(sb.Brain):
         self.last_stats = stats
 
 
-def load_datasets(hparams, subset_csv):
-    """The subset (training) and ``valid_utterances`` of the validation split, drawn with ``valid_seed``, by duration.
+def load_datasets(hparams, subset_csv, teacher=None):
+    """The training items of the subset and of ``valid_utterances`` of the validation split.
 
-    The draw is seeded on its own, so every run and seed validates on the same
-    utterances, spread over the split (its first rows may all be one domain).
+    The validation draw (``valid_seed``) is seeded on its own, so every run and
+    seed validates on the same utterances, spread over the split (its first
+    rows may all be one domain). Items are whole utterances, or with
+    ``segment_seconds`` their fixed segments (:func:`lobes.segments.segment_rows`,
+    aligned to ``teacher``'s frames).
     """
     train = load_dataset(subset_csv, hparams["data_folder"])
     valid = load_dataset(Path(hparams["manifest_folder"]) / f"{hparams['valid_split']}.csv", hparams["data_folder"])
-    check_durations(train.data, subset_csv)  # crops are placed from them
+    check_durations(train.data, subset_csv)  # crops and segments are placed from them
     drawn = validation_ids(valid.data_ids, hparams["valid_utterances"], hparams["valid_seed"])
-    valid = sb.dataio.dataset.DynamicItemDataset({utt_id: valid.data[utt_id] for utt_id in drawn})
-    return train, valid.filtered_sorted(sort_key="duration")
+    valid = {utt_id: valid.data[utt_id] for utt_id in drawn}
+    if not hparams.get("segment_seconds"):
+        return train, sb.dataio.dataset.DynamicItemDataset(valid).filtered_sorted(sort_key="duration")
+    hop = round(SAMPLE_RATE / teacher.frame_rate)
+    train_segments = segment_rows(train.data, hparams["segment_seconds"], hop, SAMPLE_RATE)
+    valid_segments = segment_rows(valid, hparams["segment_seconds"], hop, SAMPLE_RATE)
+    return (sb.dataio.dataset.DynamicItemDataset(train_segments),
+            sb.dataio.dataset.DynamicItemDataset(valid_segments).filtered_sorted(sort_key="duration"))
 
 
 def validation_ids(ids, count, seed):
@@ -147,15 +164,27 @@ def validation_ids(ids, count, seed):
     return [utt_id for utt_id in ids if utt_id in chosen]
 
 
+def cached_outputs(cache, cnn_cache, item_id, start=0, n_frames=None):
+    """The cached targets and CNN output of an item's frames (``None`` for a cache not given)."""
+    targets = None if cache is None else cache.get(item_id, start, n_frames)
+    cnn = None if cnn_cache is None else cnn_cache.get(item_id, start, n_frames)[:, 0]
+    return targets, cnn
+
+
 def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=None, train_cnn_cache=None,
                   valid_cnn_cache=None):
-    """Training: random crops aligned to the teacher's frames; validation: whole utterances.
+    """Items as the student sees them, with their cached teacher targets and CNN features when given.
 
-    Cached teacher targets (``targets [T, N, D]``) and CNN features
-    (``cnn_features [T, C]``) are read for the same frames when their caches are given.
+    With ``segment_seconds`` every item, training and validation, is a fixed
+    segment whose targets the teacher computed from that segment alone. Else
+    training takes a random crop of each utterance (``crop_seconds``, aligned
+    to the teacher's frames, its targets sliced from the whole utterance's)
+    and validation whole utterances. Outputs: ``sig``, and ``targets [T, N, D]``
+    and ``cnn_features [T, C]`` from the caches given.
     """
     hop = round(SAMPLE_RATE / teacher.frame_rate)
     crop = int(hparams["crop_seconds"] * SAMPLE_RATE) // hop * hop
+    segmented = bool(hparams.get("segment_seconds"))
 
     @sb.utils.data_pipeline.takes("wav", "id", "duration")
     @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
@@ -164,65 +193,50 @@ def add_pipelines(hparams, train, valid, teacher, train_cache=None, valid_cache=
         sig = load_audio(wav, start=start, stop=start + length)
         yield sig
         n_frames = int(teacher.frame_lengths(torch.tensor(len(sig))))
-        yield None if train_cache is None else train_cache.get(utt_id, start // hop, n_frames)
-        yield None if train_cnn_cache is None else train_cnn_cache.get(utt_id, start // hop, n_frames)[:, 0]
+        yield from cached_outputs(train_cache, train_cnn_cache, utt_id, start // hop, n_frames)
 
-    @sb.utils.data_pipeline.takes("wav", "id")
-    @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
-    def whole(wav, utt_id):
-        yield load_audio(wav)
-        yield None if valid_cache is None else valid_cache.get(utt_id)
-        yield None if valid_cnn_cache is None else valid_cnn_cache.get(utt_id)[:, 0]
+    def whole_item(cache, cnn_cache):
+        @sb.utils.data_pipeline.takes(*(("wav", "id", "start", "stop") if segmented else ("wav", "id")))
+        @sb.utils.data_pipeline.provides("sig", "targets", "cnn_features")
+        def item(wav, item_id, start=None, stop=None):
+            yield load_item(wav, start, stop)
+            yield from cached_outputs(cache, cnn_cache, item_id)
 
-    for dataset, pipeline, cache, cnn_cache in ((train, train_crop, train_cache, train_cnn_cache),
-                                                (valid, whole, valid_cache, valid_cnn_cache)):
+        return item
+
+    train_pipeline = whole_item(train_cache, train_cnn_cache) if segmented else train_crop
+    valid_pipeline = whole_item(valid_cache, valid_cnn_cache)
+    for dataset, pipeline, cache, cnn_cache in ((train, train_pipeline, train_cache, train_cnn_cache),
+                                                (valid, valid_pipeline, valid_cache, valid_cnn_cache)):
         sb.dataio.dataset.add_dynamic_item([dataset], pipeline)
         keys = ["id", "sig"] + (["targets"] if cache is not None else []) + \
             (["cnn_features"] if cnn_cache is not None else [])
         sb.dataio.dataset.set_output_keys([dataset], keys)
 
 
-def whole_utterance_batches(dataset, batch_size):
-    """``(ids, wavs, wav_lens)`` batches of a dataset's whole utterances, by duration (little padding)."""
-    rows = {i: {k: v for k, v in dataset.data[i].items() if k != "id"} for i in dataset.data_ids}
-    data = sb.dataio.dataset.DynamicItemDataset(rows)
-    data = data.filtered_sorted(sort_key="duration")
-    sb.dataio.dataset.add_dynamic_item([data], load_audio, takes="wav", provides="sig")
-    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
-    loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
-    return ((batch.id, *batch.sig) for batch in loader), len(loader)
+def training_schedule(hparams, train, run_opts):
+    """The seeded segment schedule of ``steps_per_epoch`` (``None``: every item once per epoch, shuffled).
 
-
-def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
-    """Teacher targets of a dataset's utterances, keyed by teacher, layers and the utterance list.
-
-    With ``with_cnn`` the same teacher pass also stores its CNN's output
-    (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`), in a cache of its own.
-
-    Returns
-    -------
-    dict
-        ``{"targets": TargetCache}``, plus ``"cnn"`` with ``with_cnn``.
+    Each process takes ``steps_per_epoch`` optimizer steps per epoch, so the
+    schedule holds ``steps_per_epoch x batch_size x grad_accumulation_factor
+    x world_size`` items.
     """
-    ids = sorted(dataset.data_ids)
-    audio = files_state(dataset.data[i]["wav"] for i in ids)  # a replaced file is computed again
-    prefix = f"{name}-{Path(hparams['teacher_source']).name}"
-    suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio}, 12)
-    folder = Path(hparams["cache_folder"])
-    outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
-    if with_cnn:
-        outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
+    if hparams["steps_per_epoch"] is None:
+        return None
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    examples = hparams["steps_per_epoch"] * hparams["batch_size"] * run_opts.get("grad_accumulation_factor", 1)
+    return SegmentSchedule(len(train), examples * world_size, hparams["seed"])
 
-    def teacher_outputs(wavs, wav_lens):
-        if not with_cnn:
-            hidden, frame_lengths = teacher(wavs, wav_lens)
-            return {"targets": hidden}, frame_lengths
-        hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
-        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths
 
-    batches, total = whole_utterance_batches(dataset, hparams["cache_batch_size"])
-    desc = "teacher targets" + (" and CNN features" if with_cnn else "")
-    return build_target_caches(teacher_outputs, batches, outputs, total, desc=f"{name}: {desc}")
+def audio_hours_seen(hparams, train, schedule, epochs):
+    """Hours of audio the student trains on over ``epochs`` (crops: each utterance's crop once per epoch)."""
+    durations = np.array([float(train.data[i]["duration"]) for i in train.data_ids])
+    if schedule is not None:
+        return float(sum(durations[schedule.indices(epoch)].sum() for epoch in range(1, epochs + 1))) / 3600
+    if not hparams["segment_seconds"]:
+        durations = np.minimum(durations, hparams["crop_seconds"])
+    return float(durations.sum()) * epochs / 3600
 
 
 def check_cnn_cache(hparams, student, teacher):
@@ -269,6 +283,8 @@ def selector_minutes(selection_folder):
 def main(argv):
     started = time.time()
     hparams, run_opts = start_experiment(argv)
+    if hparams["steps_per_epoch"] is not None and not hparams["segment_seconds"]:
+        raise ValueError("steps_per_epoch draws fixed segments: set segment_seconds too (e.g. --segment_seconds=2.0)")
     if hparams["build_teacher"] is not None:
         run_on_main(hparams["build_teacher"])
     request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
@@ -280,11 +296,13 @@ def main(argv):
 
     teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
     student = hparams["student_class"](teacher)
-    train, valid = load_datasets(hparams, subset_csv)
+    train, valid = load_datasets(hparams, subset_csv, teacher)
+    subset = read_manifest(subset_csv)
     check_run_identity(hparams["save_folder"], {
-        **request, "subset_ids": ids_hash(train.data_ids), "subset_utterances": len(train.data_ids),
+        **request, "subset_ids": ids_hash(subset.ids), "subset_utterances": len(subset),
         "teacher_weights": encoder_fingerprint(teacher), "student": type(student).__name__,
-        "target_layers": list(student.target_layers)})
+        "target_layers": list(student.target_layers), "segment_seconds": hparams["segment_seconds"],
+        "steps_per_epoch": hparams["steps_per_epoch"]})
     caches = {}
     with_cnn = check_cnn_cache(hparams, student, teacher)
     if hparams["cache_teacher_targets"]:
@@ -298,7 +316,12 @@ def main(argv):
     add_pipelines(hparams, train, valid, teacher, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
-    steps = optimizer_steps_per_epoch(len(train), hparams["batch_size"], run_opts) * hparams["number_of_epochs"]
+    schedule = training_schedule(hparams, train, run_opts)
+    train_loader_kwargs = dict(hparams["train_dataloader_opts"])
+    if schedule is not None:  # the schedule draws the items (and replaces shuffling)
+        train_loader_kwargs.update(sampler=schedule, shuffle=False)
+    examples = len(train) if schedule is None else len(schedule)
+    steps = optimizer_steps_per_epoch(examples, hparams["batch_size"], run_opts) * hparams["number_of_epochs"]
     hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
         hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
     brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
@@ -308,20 +331,26 @@ def main(argv):
     brain.targets_cached = "train_cache" in caches
     brain.target_stats = target_statistics(hparams, caches.get("train_cache"))
     brain.target_layers = student.target_layers
-    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=hparams["train_dataloader_opts"],
+    brain.train_sampler = schedule  # Brain calls set_epoch only on samplers it made itself (or DDP's wrapper)
+    brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_loader_kwargs,
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
 
     if if_main_process():
         export = brain.modules.student
         export = getattr(export, "module", export)  # unwrap DDP
         export.export(Path(hparams["save_folder"]) / "student")
-        subset_hours = sum(float(train.data[i]["duration"]) for i in train.data_ids) / 3600
+        epochs = hparams["epoch_counter"].current
+        heldout = evaluate_heldout(hparams, export, teacher, brain.target_stats) if hparams["heldout_splits"] else None
         summary = {"experiment": hparams["experiment_name"], "teacher": hparams["teacher_source"],
                    "student": type(export).__name__,
                    "student_parameters": sum(p.numel() for p in export.encoder.parameters()),
-                   "subset": str(subset_csv), "subset_hours": round(subset_hours, 4),
+                   "subset": str(subset_csv), "subset_hours": round(subset.total_hours, 4),
+                   "training_items": "segments" if hparams["segment_seconds"] else "crops",
+                   "item_seconds": hparams["segment_seconds"] or hparams["crop_seconds"],
+                   "train_audio_hours_seen": round(audio_hours_seen(hparams, train, schedule, epochs), 4),
+                   "heldout_loss": heldout,
                    "selector_minutes": selector_minutes(selection_folder),
-                   "epochs": hparams["epoch_counter"].current, "debug": bool(run_opts.get("debug", False)),
+                   "epochs": epochs, "debug": bool(run_opts.get("debug", False)),
                    "optimizer_steps": brain.optimizer_step, "schedule_steps": steps,
                    "last_stats": getattr(brain, "last_stats", None),
                    "this_run_minutes": round((time.time() - started) / 60, 2)}

@@ -14,6 +14,7 @@ from conftest import SYNTH_RECIPE
 from lobes.encoder import FrozenTeacher
 from lobes.target_cache import TargetCache
 from tasks.run_identity import RunMismatchError
+from tasks.teacher_targets import item_batches
 from common.manifest import load_dataset, read_manifest
 
 RECIPE = SYNTH_RECIPE / "distillation"
@@ -126,7 +127,8 @@ def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_d
     subset = read_manifest(tmp_path / "run" / "selection" / "subset.csv", data_root=tiny_corpus["data_folder"])
     valid = read_manifest(tiny_corpus["save_folder"] / "asr_dev.csv", data_root=tiny_corpus["data_folder"])
     first_valid = load_recipe().validation_ids(valid.ids, 4, 0)  # valid_utterances=4, valid_seed=0
-    caches = {p.name: TargetCache(p) for p in (tmp_path / "run" / "save" / "teacher_targets").iterdir()}
+    caches = {p.name: TargetCache(p) for p in (tmp_path / "run" / "save" / "teacher_targets").iterdir()
+              if not p.name.startswith("heldout_")}
     assert sorted(name.split("-")[0] + ("-cnn" if "-cnn-" in name else "") for name in caches) == [
         "train", "train-cnn", "valid", "valid-cnn"]
     for split, manifest, expected in (("train", subset, subset.ids), ("valid", valid, first_valid)):
@@ -150,7 +152,8 @@ def test_rerun_resumes_and_cache_matches_live_teacher(tiny_corpus, tiny_hubert_d
     live = json.loads((tmp_path / "live" / "distillation.json").read_text())
     cached = json.loads((tmp_path / "run" / "distillation.json").read_text())
     assert live["subset"].replace("live", "run") == cached["subset"]
-    assert not (tmp_path / "live" / "save" / "teacher_targets").exists()
+    held_out_only = [p.name.split("-")[0] for p in (tmp_path / "live" / "save" / "teacher_targets").iterdir()]
+    assert sorted(held_out_only) == ["heldout_asr_test_in", "heldout_asr_test_target"]  # no training cache
 
 
 def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_dir, tmp_path):
@@ -179,6 +182,56 @@ def test_cached_cnn_features_train_like_the_frozen_cnn(tiny_corpus, tiny_hubert_
     assert not [p for p in (tmp_path / "trained_cnn" / "save" / "teacher_targets").iterdir() if "-cnn-" in p.name]
     with pytest.raises(ValueError, match="not the teacher's"):  # a resumed run must not use the teacher's
         recipe.main(trained_cnn + ["--freeze_cnn=True", "--number_of_epochs=2"])
+
+
+def test_segments_at_equal_compute_are_what_the_teacher_saw(tiny_corpus, tiny_whisper_dir, tmp_path):
+    """Fixed segments and a seeded schedule: the steps asked for, the audio they hold, per-segment targets,
+    and the held-out loss per split and domain."""
+    from common.audio import load_audio
+    from lobes.segments import SegmentSchedule, segment_rows
+
+    flagship = RECIPE / "hparams" / "distill_kmeans.yaml"
+    run = tmp_path / "run"
+    recipe = load_recipe()
+    recipe.main([str(flagship), *tiny_overrides(tiny_corpus, tiny_whisper_dir, tmp_path / "units", run, flagship),
+                 "--segment_seconds=0.5", "--steps_per_epoch=3", "--number_of_epochs=2"])
+    summary = json.loads((run / "distillation.json").read_text())
+    assert summary["optimizer_steps"] == summary["schedule_steps"] == 6 and summary["training_items"] == "segments"
+
+    subset = load_dataset(run / "selection" / "subset.csv", tiny_corpus["data_folder"])
+    segments = segment_rows(subset.data, 0.5, 320, 16000)  # Whisper's 50 Hz frames: 320 samples
+    schedule = SegmentSchedule(len(segments), 3 * 4, seed=1234)  # steps x batch_size, the run's seed
+    durations = [row["duration"] for row in segments.values()]
+    seen = sum(durations[i] for epoch in (1, 2) for i in schedule.indices(epoch)) / 3600
+    assert summary["train_audio_hours_seen"] == pytest.approx(seen, abs=1e-4)
+
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    (train_cache,) = [TargetCache(p) for p in (run / "save" / "teacher_targets").iterdir()
+                      if p.name.startswith("train-") and "-cnn-" not in p.name]
+    assert sorted(json.loads((train_cache.folder / "index.json").read_text())["ids"]) == sorted(segments)
+    for seg_id in list(segments)[:3]:  # the teacher on the segment alone, not a slice of the utterance's pass
+        row = segments[seg_id]
+        hidden, frames = teacher(load_audio(row["wav"], start=row["start"], stop=row["stop"])[None], torch.ones(1))
+        live = hidden[[1, 2], 0].transpose(0, 1)
+        assert train_cache.frames(seg_id) == int(frames[0])
+        assert torch.allclose(train_cache.get(seg_id), live, atol=2e-3 * float(live.abs().max()))
+
+    heldout = json.loads((run / "heldout.json").read_text())
+    assert set(heldout["splits"]) == {"asr_test_target", "asr_test_in"}
+    for split, entry in heldout["splits"].items():
+        manifest = read_manifest(tiny_corpus["save_folder"] / f"{split}.csv")
+        assert sorted(entry["utterances"]) == sorted(manifest.ids)
+        domains = set(manifest.column("domain"))
+        assert set(entry["domains"]) == domains | {"all"}
+        for domain in domains:
+            rows = [v for v in entry["utterances"].values() if v[2] == domain]
+            assert entry["domains"][domain]["loss"] == pytest.approx(
+                sum(r[0] for r in rows) / sum(r[1] for r in rows), abs=1e-5)
+        assert summary["heldout_loss"][split]["all"] == entry["domains"]["all"]["loss"]
+
+    with pytest.raises(ValueError, match="segment_seconds"):
+        recipe.main([str(flagship), *tiny_overrides(tiny_corpus, tiny_whisper_dir, tmp_path / "units",
+                                                    tmp_path / "crops", flagship), "--steps_per_epoch=3"])
 
 
 def test_fithubert_time_reduction_runs_and_exports_at_half_rate(tiny_corpus, tiny_hubert_dir, tmp_path):
@@ -213,7 +266,7 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tiny_hubert_dir, tmp_path):
     assert json.loads((output / "selection" / "selection.json").read_text())["world_size"] == 2
     assert "process 0 of 2: selection timing: units (shard 0)" in (output / "log.txt").read_text()
     caches = sorted(p.name.split("-")[0] for p in (output / "save" / "teacher_targets").iterdir())
-    assert caches == ["train", "train", "valid", "valid"]  # targets and CNN output, built once
+    assert caches == ["heldout_asr_test_in", "heldout_asr_test_target", "train", "train", "valid", "valid"]  # once
     assert AutoModel.from_pretrained(output / "save" / "student").config.num_hidden_layers == 1
     summary = json.loads((output / "distillation.json").read_text())
     assert summary["epochs"] == 2
@@ -260,7 +313,7 @@ def test_distillation_reads_other_rates_and_stereo_as_16k_mono(tiny_corpus, tmp_
     rows = "".join(f"{name},{pool.duration(utt)},$data_root/{name}.wav\n" for name in ("stereo8k", "cd"))
     (tmp_path / "m.csv").write_text(f"ID,duration,wav\n{utt},{pool.duration(utt)},{pool.wav_path(utt)}\n{rows}")
     dataset = load_dataset(tmp_path / "m.csv", tmp_path)
-    batches, _ = load_recipe().whole_utterance_batches(dataset, batch_size=1)
+    batches, _ = item_batches(dataset, batch_size=1)
     lengths = {ids[0]: int(round(float(lens[0]) * wavs.shape[1])) for ids, wavs, lens in batches}
     assert lengths[utt] == len(wav)
     assert abs(lengths["stereo8k"] - len(wav)) <= 2 and abs(lengths["cd"] - len(wav)) <= 2  # resampled, mono

@@ -1,0 +1,91 @@
+"""The distilled student's loss on held-out splits, per domain: ``heldout.json`` of a distillation run.
+
+Every utterance of each split in ``heldout_splits`` is cut into the fixed
+segments of the training (``segment_seconds``, else ``crop_seconds``); the
+teacher's targets of those segments are cached like the training targets, and
+the student's loss is taken in the split's own standardisation
+(:mod:`lobes.heldout_loss`), so that students trained on any subset compare.
+Per utterance the file keeps ``(loss_sum, frames, domain)``, from which the
+benchmark draws its bootstrap intervals.
+"""
+
+import json
+from pathlib import Path
+
+import speechbrain as sb
+
+from common.atomic import atomic_write_text
+from common.audio import SAMPLE_RATE
+from common.manifest import load_dataset
+from lobes.heldout_loss import item_loss_sums
+from lobes.segments import segment_rows
+from tasks.teacher_targets import build_caches, item_batches
+
+HELDOUT_FILE = "heldout.json"
+
+
+def utterance_losses(segment_sums, segments):
+    """Segment ``(loss_sum, frames)`` summed per utterance: ``{utt_id: [loss_sum, frames, domain]}``."""
+    totals = {}
+    for seg_id, (loss_sum, frames) in segment_sums.items():
+        row = segments[seg_id]
+        entry = totals.setdefault(row["utterance"], [0.0, 0, row.get("domain", "")])
+        entry[0] += loss_sum
+        entry[1] += frames
+    return totals
+
+
+def domain_losses(utterances):
+    """Frame-weighted loss per domain and over all: ``{domain: {"loss", "utterances", "frames"}}``."""
+    groups = {}
+    for loss_sum, frames, domain in utterances.values():
+        for name in (domain, "all"):
+            group = groups.setdefault(name, [0.0, 0, 0])
+            group[0] += loss_sum
+            group[1] += frames
+            group[2] += 1
+    return {name: {"loss": round(total / max(frames, 1), 5), "utterances": count, "frames": frames}
+            for name, (total, frames, count) in sorted(groups.items())}
+
+
+def evaluate_heldout(hparams, student, teacher, student_stats):
+    """Score ``student`` on every split of ``hparams["heldout_splits"]`` and write ``heldout.json``.
+
+    Parameters
+    ----------
+    hparams : dict
+        The distillation hparams (``manifest_folder``, ``data_folder``,
+        ``heldout_splits``, ``segment_seconds`` or ``crop_seconds``,
+        ``cache_folder``, ``cache_batch_size``, ``teacher_source``).
+    student : torch.nn.Module
+        The distilled student (not wrapped in DDP).
+    teacher : lobes.encoder.FrozenTeacher
+        Its teacher.
+    student_stats : (torch.Tensor, torch.Tensor) or None
+        The target standardisation the student was trained with.
+
+    Returns
+    -------
+    dict
+        ``{split: {domain: loss}}``, the summary of the file.
+    """
+    seconds = hparams["segment_seconds"] or hparams["crop_seconds"]
+    hop = round(SAMPLE_RATE / teacher.frame_rate)
+    record = {"segment_seconds": seconds, "splits": {}}
+    for split in hparams["heldout_splits"]:
+        manifest = Path(hparams["manifest_folder"]) / f"{split}.csv"
+        if not manifest.exists():
+            raise FileNotFoundError(f"heldout_splits: {manifest} does not exist (a split of "
+                                    f"{hparams['manifest_folder']} is needed)")
+        rows = load_dataset(manifest, hparams["data_folder"]).data
+        segments = segment_rows(rows, seconds, hop, SAMPLE_RATE)
+        dataset = sb.dataio.dataset.DynamicItemDataset(segments)
+        cache = build_caches(hparams, f"heldout_{split}", dataset, teacher, list(student.target_layers))["targets"]
+        batches, _ = item_batches(dataset, hparams["cache_batch_size"])
+        mean, std = cache.layer_statistics()
+        sums = item_loss_sums(student, batches, cache, (mean, std.clamp(min=1e-5)), student_stats)
+        utterances = utterance_losses(sums, segments)
+        record["splits"][split] = {"domains": domain_losses(utterances), "utterances": utterances}
+    atomic_write_text(Path(hparams["output_folder"]) / HELDOUT_FILE, json.dumps(record))
+    return {split: {name: group["loss"] for name, group in entry["domains"].items()}
+            for split, entry in record["splits"].items()}

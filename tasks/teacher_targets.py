@@ -1,0 +1,73 @@
+"""Teacher targets of a dataset's items (utterances or fixed segments), cached once per teacher and item list.
+
+Shared by the distillation task (training and validation items) and its
+held-out evaluation (:mod:`tasks.heldout`).
+"""
+
+from pathlib import Path
+
+import speechbrain as sb
+
+from common.audio import load_audio
+from common.hashing import files_state, settings_hash
+from lobes.target_cache import build_target_caches
+
+
+def load_item(wav, start=None, stop=None):
+    """An item's audio: the whole file, or the segment ``[start, stop)`` (samples) of a segment row."""
+    return load_audio(wav) if start is None else load_audio(wav, start=int(start), stop=int(stop))
+
+
+def item_batches(dataset, batch_size):
+    """``(ids, wavs, wav_lens)`` batches of a dataset's items, by duration (little padding).
+
+    An item is a whole utterance, or a segment when its row has ``start`` and
+    ``stop`` (:func:`lobes.segments.segment_rows`).
+
+    Returns
+    -------
+    (generator, int)
+        The batches and their number.
+    """
+    rows = {i: {k: v for k, v in dataset.data[i].items() if k != "id"} for i in dataset.data_ids}
+    data = sb.dataio.dataset.DynamicItemDataset(rows).filtered_sorted(sort_key="duration")
+    segmented = all("start" in row for row in rows.values())
+    takes = ["wav", "start", "stop"] if segmented else ["wav"]
+    sb.dataio.dataset.add_dynamic_item([data], load_item, takes=takes, provides="sig")
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
+    return ((batch.id, *batch.sig) for batch in loader), len(loader)
+
+
+def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
+    """Teacher targets of a dataset's items, keyed by teacher, layers and the item list.
+
+    The teacher runs on each item alone (a segment: on that segment's audio
+    only). With ``with_cnn`` the same teacher pass also stores its CNN's
+    output (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`), in a cache
+    of its own. Folders: ``<cache_folder>/<name>-<teacher>-<layers>-<hash>``.
+
+    Returns
+    -------
+    dict
+        ``{"targets": TargetCache}``, plus ``"cnn"`` with ``with_cnn``.
+    """
+    ids = sorted(dataset.data_ids)
+    audio = files_state(dataset.data[i]["wav"] for i in ids)  # a replaced file is computed again
+    prefix = f"{name}-{Path(hparams['teacher_source']).name}"
+    suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio}, 12)
+    folder = Path(hparams["cache_folder"])
+    outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
+    if with_cnn:
+        outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
+
+    def teacher_outputs(wavs, wav_lens):
+        if not with_cnn:
+            hidden, frame_lengths = teacher(wavs, wav_lens)
+            return {"targets": hidden}, frame_lengths
+        hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
+        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths
+
+    batches, total = item_batches(dataset, hparams["cache_batch_size"])
+    desc = "teacher targets" + (" and CNN features" if with_cnn else "")
+    return build_target_caches(teacher_outputs, batches, outputs, total, desc=f"{name}: {desc}")
