@@ -29,14 +29,14 @@ def utterance_errors(references, hypotheses):
     return np.array([[d["num_edits"], d["num_ref_tokens"]] for d in details], dtype=np.int64).reshape(-1, 2)
 
 
-def seed_mean_rates(errors, utterances, seeds):
+def seed_mean_rates(errors, utterances, seeds, scale=100.0):
     """Mean over ``seeds`` (rows of ``errors [S, N, 2]``) of the rate on ``utterances``; both index arrays ``[B, *]``.
 
-    Returns one rate (in %) per bootstrap draw ``[B]``.
+    Returns one rate (``scale`` times the ratio: 100 for %) per bootstrap draw ``[B]``.
     """
     picked = errors[seeds[:, :, None], utterances[:, None, :]]  # [B, S', N', 2]
     sums = picked.sum(axis=2)
-    return 100.0 * (sums[..., 0] / np.maximum(sums[..., 1], 1)).mean(axis=1)
+    return scale * (sums[..., 0] / np.where(sums[..., 1] > 0, sums[..., 1], 1)).mean(axis=1)
 
 
 def _check(errors):
@@ -46,16 +46,16 @@ def _check(errors):
     return errors
 
 
-def bootstrap_rates(errors, n_draws=2000, seed=0):
-    """``[n_draws]`` bootstrap rates (%) of ``errors [S, N, 2]``: utterances and seeds resampled with replacement."""
+def bootstrap_rates(errors, n_draws=2000, seed=0, scale=100.0):
+    """``[n_draws]`` bootstrap rates of ``errors [S, N, 2]``: utterances and seeds resampled with replacement."""
     errors = _check(errors)
     rng = np.random.default_rng(seed)
     n_seeds, n_utterances = errors.shape[:2]
     return seed_mean_rates(errors, rng.integers(0, n_utterances, (n_draws, n_utterances)),
-                           rng.integers(0, n_seeds, (n_draws, n_seeds)))
+                           rng.integers(0, n_seeds, (n_draws, n_seeds)), scale)
 
 
-def rate_interval(errors, n_draws=2000, level=0.95, seed=0):
+def rate_interval(errors, n_draws=2000, level=0.95, seed=0, scale=100.0):
     """Error rate (%) of one system, mean over seeds, with its bootstrap interval.
 
     Parameters
@@ -69,6 +69,10 @@ def rate_interval(errors, n_draws=2000, level=0.95, seed=0):
         Coverage of the interval.
     seed : int
         Seed of the draws.
+    scale : float
+        The rate is ``scale`` times the ratio of the sums: 100 for an error
+        rate in %, 1 for any other ratio estimate, e.g. a loss summed over
+        frames and its frame count.
 
     Returns
     -------
@@ -82,13 +86,14 @@ def rate_interval(errors, n_draws=2000, level=0.95, seed=0):
     (20.0, True)
     """
     errors = _check(errors)
-    draws = bootstrap_rates(errors, n_draws, seed)
-    rate = float(seed_mean_rates(errors, np.arange(errors.shape[1])[None], np.arange(errors.shape[0])[None])[0])
+    draws = bootstrap_rates(errors, n_draws, seed, scale)
+    rate = float(seed_mean_rates(errors, np.arange(errors.shape[1])[None], np.arange(errors.shape[0])[None],
+                                 scale)[0])
     tail = 50 * (1 - level)
     return rate, float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 
-def paired_difference(errors_a, errors_b, n_draws=2000, level=0.95, seed=0):
+def paired_difference(errors_a, errors_b, n_draws=2000, level=0.95, seed=0, scale=100.0):
     """Rate of A minus rate of B (% points) on the same test utterances, with its bootstrap interval.
 
     Each draw resamples the utterances once for both systems (paired) and
@@ -98,7 +103,7 @@ def paired_difference(errors_a, errors_b, n_draws=2000, level=0.95, seed=0):
     ----------
     errors_a, errors_b : array-like
         ``[S_a, N, 2]`` and ``[S_b, N, 2]``, the same ``N`` utterances in the same order.
-    n_draws, level, seed
+    n_draws, level, seed, scale
         As in :func:`rate_interval`.
 
     Returns
@@ -124,10 +129,10 @@ def paired_difference(errors_a, errors_b, n_draws=2000, level=0.95, seed=0):
     utterances = rng.integers(0, n_utterances, (n_draws, n_utterances))
     seeds_a = rng.integers(0, errors_a.shape[0], (n_draws, errors_a.shape[0]))
     seeds_b = rng.integers(0, errors_b.shape[0], (n_draws, errors_b.shape[0]))
-    draws = seed_mean_rates(errors_a, utterances, seeds_a) - seed_mean_rates(errors_b, utterances, seeds_b)
+    draws = seed_mean_rates(errors_a, utterances, seeds_a, scale) - seed_mean_rates(errors_b, utterances, seeds_b, scale)
     everything = np.arange(n_utterances)[None]
-    difference = float(seed_mean_rates(errors_a, everything, np.arange(errors_a.shape[0])[None])[0]
-                       - seed_mean_rates(errors_b, everything, np.arange(errors_b.shape[0])[None])[0])
+    difference = float(seed_mean_rates(errors_a, everything, np.arange(errors_a.shape[0])[None], scale)[0]
+                       - seed_mean_rates(errors_b, everything, np.arange(errors_b.shape[0])[None], scale)[0])
     tail = 50 * (1 - level)
     low, high = float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
     verdict = "A better" if high < 0 else "A worse" if low > 0 else "indistinguishable"

@@ -1,4 +1,4 @@
-"""The selection benchmark: the equal-compute rule, the report, the plan, and a tiny run that resumes."""
+"""The selection benchmark: equal compute, the report and its intervals, the plan, and a tiny run that resumes."""
 
 import importlib
 import json
@@ -10,7 +10,6 @@ import speechbrain as sb
 from conftest import SYNTH_RECIPE
 from hyperpyyaml import load_hyperpyyaml
 
-from common.manifest import read_manifest
 from tasks.benchmark import cells, report
 from tasks.subset import load_selection
 
@@ -20,6 +19,9 @@ TINY_DISTILL = ["--num_workers=0", "--valid_utterances=4", "--batch_size=4", "--
                 "--target_layers=[1,2]", "--student_layers=1", "--units_overrides={n_clusters: 20, fit_hours: 0.02}"]
 TINY_ASR = ["--num_workers=0", "--number_of_epochs=1", "--lstm_units=16", "--lstm_layers=1", "--max_batch_seconds=30"]
 TINY_SPEAKER = ["--num_workers=0", "--number_of_epochs=1", "--n_crops=2", "--embedding_size=16"]
+
+
+EQUAL_COMPUTE = {"segment_seconds": 2.0, "steps_per_epoch": 100, "number_of_epochs": 4}
 
 
 def load_runner():
@@ -35,13 +37,13 @@ def write_yaml(path, config):
 
 def tiny_config(corpus, teacher_dir, tmp_path):
     """Random and contrastive at one 10 % budget, the tiny teacher and MFCC, all tiny."""
-    pool_hours = read_manifest(corpus["save_folder"] / "pool.csv").total_hours
     return {
         "benchmark_name": "tiny", "output_folder": str(tmp_path / "bench"), "dry_run": False,
         "delete_student_features": True, "data_folder": str(corpus["data_folder"]),
         "manifest_folder": str(corpus["save_folder"]), "corpus_scale": corpus["scale"],
         "pool_manifest": str(corpus["save_folder"] / "pool.csv"), "teacher_source": str(teacher_dir),
-        "train_hours_seen": 0.1 * pool_hours, "budgets": [0.1], "seed": 1234,
+        "segment_seconds": 0.5, "steps_per_epoch": 2, "number_of_epochs": 1, "budgets": [0.1], "seeds": [1234],
+        "probes": ["asr", "spk"],
         "distill_hparams": "recipes/SynthDomains/distillation/hparams/distill_kmeans_hubert.yaml",
         "selectors": {"random": {}, "contrastive": {}},
         "full_pool": None,
@@ -72,13 +74,7 @@ def table(markdown):
     return rows
 
 
-def test_equal_compute_epochs():
-    pool = 6.831
-    assert [cells.epochs_for(1.4, b * pool) for b in (0.05, 0.1, 0.2)] == [4, 2, 1]
-    assert cells.epochs_for(1.4, pool) == 1  # the full pool: at least one epoch, so at least as much audio
-    assert cells.epochs_for(0.5, 0.1) == 5 and cells.epochs_for(0.01, 3.0) == 1
-    with pytest.raises(ValueError, match="0 h"):
-        cells.epochs_for(1.4, 0)
+def test_budget_labels():
     assert [cells.budget_label(b) for b in (0.05, 0.1, 0.2, 0.025)] == ["5", "10", "20", "2.5"]
 
 
@@ -101,7 +97,7 @@ def test_report_of_fabricated_results(tmp_path):
                fabricated_record("full_s1", "full", "full", 1.0, 1, 41.0),
                fabricated_record("teacher", "reference", "teacher", None, None, 35.0, spk=90.0),
                fabricated_record("mfcc", "reference", "mfcc", None, None, None)]
-    settings = {"benchmark_name": "fab", "pool_hours": 6.831, "train_hours_seen": 1.4, "finished_cells": 12,
+    settings = {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE, "finished_cells": 12,
                 "total_cells": 20, "target_aware": ["kmeans", "dsir", "divergence"], "baseline": "random"}
     comparisons = report.write_report(records, settings, tmp_path)
 
@@ -158,7 +154,7 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
     assert found[("kmeans", "WER")]["verdict"] == "better" and found[("kmeans", "CER")]["verdict"] == "better"
     assert found[("dsir", "WER")]["verdict"] == "indistinguishable"
 
-    settings = {"benchmark_name": "fab", "pool_hours": 6.831, "train_hours_seen": 1.4, "finished_cells": 5,
+    settings = {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE, "finished_cells": 5,
                 "total_cells": 6, "target_aware": ["kmeans", "dsir"], "baseline": "random"}
     report.write_report(records, settings, tmp_path, errors)
     md = (tmp_path / "results.md").read_text()
@@ -166,6 +162,63 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["paired"] == json.loads(json.dumps(paired))
     intervals = statistics.selector_intervals(records, errors)
     assert intervals["kmeans"][10][3] == 2 and intervals["kmeans"][10][1] < intervals["kmeans"][10][0]
+
+
+def write_heldout(folder, losses, domains):
+    """A distillation's ``heldout.json`` whose utterance ``u<i>`` has loss ``losses[i]`` over 50 frames, both splits."""
+    utterances = {f"u{i:03d}": [float(loss) * 50, 50, domain] for i, (loss, domain) in enumerate(zip(losses, domains))}
+    folder.mkdir(parents=True)
+    splits = {split: {"domains": {}, "utterances": utterances} for split in ("asr_test_target", "asr_test_in")}
+    (folder / "heldout.json").write_text(json.dumps({"segment_seconds": 2.0, "splits": splits}))
+
+
+def test_heldout_loss_intervals_and_paired_comparisons(tmp_path):
+    """Each selector vs random and vs the full pool on the held-out loss: the difference of the mean losses."""
+    import numpy as np
+
+    from tasks.benchmark import statistics
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.5, 80)
+    domains = ["neural"] * 40 + ["formant"] * 40
+    plan = {("random", 1): base + 0.02, ("random", 2): base - 0.02, ("kcenter", 1): base - 0.06,
+            ("kcenter", 2): base - 0.05, ("dsir", 1): base + rng.normal(0, 0.01, 80), ("full", 1): base - 0.1,
+            ("full", 2): base - 0.12}
+    records, errors = [], {}
+    for (selector, seed), losses in plan.items():
+        name = f"full_s{seed}" if selector == "full" else f"{selector}_10pct_s{seed}"
+        write_heldout(tmp_path / name, losses, domains)
+        errors[name] = statistics.heldout_errors(tmp_path / name)
+        summary = {"all": float(losses.mean()), "neural": float(losses[:40].mean()),
+                   "formant": float(losses[40:].mean())}
+        row = cells.Row(name, "full" if selector == "full" else "subset", selector,
+                        1.0 if selector == "full" else 0.1, seed, 4, (), None)
+        records.append(report.row_record(row, {"distill": {"heldout_loss": {"asr_test_target": summary,
+                                                                              "asr_test_in": summary}}}))
+    assert errors["dsir_10pct_s1"]["heldout_asr_test_target/neural"][0] == [f"u{i:03d}" for i in range(40)]
+    mean = {sel: np.mean([plan[(s, k)].mean() for s, k in plan if s == sel]) for sel in ("random", "kcenter",
+                                                                                         "dsir", "full")}
+    for baseline in ("random", "full"):
+        found = {c["selector"]: c for c in statistics.paired_comparisons(
+            records, errors, baseline, "heldout_asr_test_target", kinds=("LOSS",))}
+        assert set(found) == {"random", "kcenter", "dsir"} - {baseline}
+        for selector, c in found.items():
+            assert c["difference"] == pytest.approx(mean[selector] - mean[baseline])
+            assert c["low"] <= c["difference"] <= c["high"] and c["metric"] == "LOSS"
+        assert found["kcenter"]["verdict"] == ("better" if baseline == "random" else "worse")
+    intervals = statistics.selector_intervals(records, errors, "heldout_asr_test_in", "LOSS")
+    value, low, high, seeds = intervals["kcenter"][10]
+    assert value == pytest.approx(mean["kcenter"]) and low < value < high and seeds == 2
+
+    report.write_report(records, {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE,
+                                  "finished_cells": 7, "total_cells": 7, "target_aware": [], "baseline": "random"},
+                        tmp_path, errors)
+    md = (tmp_path / "results.md").read_text()
+    assert f"| kcenter | 10 | 2 | {mean['kcenter']:.4f} [" in md and f"| full | 100 | 2 | {mean['full']:.4f} [" in md
+    assert "| 10 | kcenter | LOSS heldout_asr_test_target | 2 (2) |" in md
+    domain_line = next(line for line in md.splitlines() if line.startswith("| kcenter | 10 | 2 | ") and "[" not in line)
+    assert f"{np.mean([plan[('kcenter', k)][40:].mean() for k in (1, 2)]):.4f}" in domain_line  # formant column
+    assert (tmp_path / "results.png").exists()
 
 
 def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
@@ -181,17 +234,19 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert not (tmp_path / "bench").exists()  # a dry run writes nothing
 
-    rows, hours = cells.build_plan(runner.load_hparams([str(hparams), "--budgets=[0.05,0.2]"]))
+    rows, _ = cells.build_plan(runner.load_hparams([str(hparams), "--budgets=[0.05,0.2]"]))
     names = [row.name for row in rows]
     assert names == ["random_5pct_s1", "teacher", "mfcc", "random_5pct_s2", "contrastive_5pct_s1234",
                      "random_again_5pct_s1234", "random_20pct_s1", "random_20pct_s2", "contrastive_20pct_s1234",
                      "random_again_20pct_s1234", "full_s1234"]
     by_name = {row.name: row for row in rows}
-    assert by_name["random_5pct_s1"].epochs == round(0.1 * hours / (0.05 * hours)) == 2
-    assert by_name["contrastive_20pct_s1234"].epochs == 1 and by_name["full_s1234"].epochs == 1
+    equal_compute = {"--segment_seconds=0.5", "--steps_per_epoch=2", "--number_of_epochs=1"}
+    for row in rows:  # every student, the full pool's included, gets the same steps on the same segments
+        if row.group != "reference":
+            assert equal_compute <= set(row.cells[0].argv) and row.epochs == 1, row.name
     distill, asr, spk = by_name["contrastive_5pct_s1234"].cells
     out = tmp_path / "bench"
-    assert {"--budget_fraction=0.05", "--seed=1234", "--number_of_epochs=2", "--selection=contrastive",
+    assert {"--budget_fraction=0.05", "--seed=1234", "--selection=contrastive",
             "--experiment_name=contrastive_5pct_s1234", f"--output_folder={out}/distill/contrastive_5pct_s1234",
             f"--cache_folder={out}/teacher_targets", "--num_workers=0",
             "--selector_overrides={contrastive: {order: 3}}"} <= set(distill.argv)
@@ -202,6 +257,14 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     assert f"--feature_folder={tmp_path / 'f_mfcc'}" in by_name["mfcc"].cells[0].argv
     for cell in (distill, asr, spk):
         assert shlex.join(cell.argv[1:]) in printed
+
+    intrinsic, _ = cells.build_plan(config | {"probes": [], "budgets": [0.05, 0.2]})  # held-out loss only, no references
+    assert [row.name for row in intrinsic] == [n for n in names if n not in ("teacher", "mfcc")]
+    assert all([cell.kind for cell in row.cells] == ["distill"] for row in intrinsic)
+    with pytest.raises(ValueError, match="probes: .*'wer'.* unknown"):
+        cells.build_plan(config | {"probes": ["asr", "wer"]})
+    with pytest.raises(ValueError, match="sets a key the benchmark sets itself"):
+        cells.build_plan(config | {"distill_overrides": ["--steps_per_epoch=5"]})
 
     config["asr_overrides"] = ["--encoder_name=x"]
     with pytest.raises(ValueError, match="asr_overrides.*sets a key the benchmark sets itself"):
@@ -215,7 +278,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
 
 
-@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 97), ("benchmark_quick.yaml", 13)])
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 256), ("benchmark_quick.yaml", 12)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
 
@@ -242,7 +305,7 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
             checked.add(hparams["selection"])
     expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
                 "difficulty", "full"}
-    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir"})
+    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir", "full"})
 
 
 def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
@@ -270,6 +333,12 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     assert distilled["selector_minutes"] == round(selected["selector_seconds"] / 60, 2)  # selection compute
     assert rows["contrastive_10pct_s1234"][header.index("select min")] == f"{distilled['selector_minutes']:.1f}"
     assert distilled["subset_hours"] > 0 and rows["contrastive_10pct_s1234"][header.index("epochs")] == "1"
+    for name in ("random_10pct_s1234", "contrastive_10pct_s1234"):  # equal compute, and its held-out loss
+        distilled = json.loads((out / "distill" / name / "distillation.json").read_text())
+        assert distilled["optimizer_steps"] == 2 and rows[name][header.index("steps")] == "2"
+        assert rows[name][header.index("audio h seen")] == f"{distilled['train_audio_hours_seen']:.3f}"
+        assert rows[name][header.index("held-out loss target")] == \
+            f"{distilled['heldout_loss']['asr_test_target']['all']:.4f}"
     assert (out / "results.png").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["finished_cells"] == results["settings"]["total_cells"] == 10

@@ -3,9 +3,17 @@
 A *row* is one encoder of the results table: a student distilled on a subset
 (selector × budget × seed), the student of the full pool, or a reference
 encoder (the teacher, MFCC). Its *cells* are the recipe runs that fill it: the
-distillation (students only), the ASR probe and the speaker probe. Every cell is
-a command line run from the repository root, so relative paths in the benchmark
+distillation (students only; it also scores the student's held-out
+distillation loss), then the probes of ``probes`` (ASR, speaker; none for an
+intrinsic-only benchmark, which then has no reference rows). Every cell is a
+command line run from the repository root, so relative paths in the benchmark
 YAML mean the same for the benchmark and for the recipes.
+
+Equal compute: every student, of any subset or of the full pool, trains on
+fixed segments of ``segment_seconds`` for ``number_of_epochs`` ×
+``steps_per_epoch`` optimizer steps of the recipe's batch size, drawn from a
+seeded schedule (:mod:`lobes.segments`), so each sees the same number of
+segments whatever its subset's size and utterance lengths.
 """
 
 import sys
@@ -23,9 +31,10 @@ RESULT_FILES = {"distill": "distillation.json", "asr": "results.json", "spk": "r
 # keys the benchmark sets itself; an override list that sets one is refused
 CORPUS_KEYS = {"data_folder", "manifest_folder", "corpus_scale"}
 PROBE_KEYS = CORPUS_KEYS | {"encoder_source", "encoder_name", "output_folder", "feature_folder"}
+TRAINING_KEYS = ("segment_seconds", "steps_per_epoch", "number_of_epochs")  # equal compute, the same for every student
 RESERVED = {
-    "distill_overrides": CORPUS_KEYS | {"teacher_source", "seed", "number_of_epochs", "experiment_name",
-                                        "output_folder", "cache_folder", "budget_fraction", "selection"},
+    "distill_overrides": CORPUS_KEYS | set(TRAINING_KEYS) | {
+        "teacher_source", "seed", "experiment_name", "output_folder", "cache_folder", "budget_fraction", "selection"},
     "asr_overrides": PROBE_KEYS,
     "speaker_overrides": PROBE_KEYS,
 }
@@ -81,9 +90,9 @@ class Row:
     seed : int or None
         Seed of the selection and the student (None for references).
     epochs : int or None
-        Distillation epochs from the equal-compute rule (None for references).
+        Distillation epochs, the same for every student (None for references).
     cells : tuple of Cell
-        In run order: distillation (students only), ASR probe, speaker probe.
+        In run order: distillation (students only), then the probes.
     feature_folder : pathlib.Path
         The probes' feature cache of this encoder (absolute).
     """
@@ -96,26 +105,6 @@ class Row:
     epochs: int
     cells: tuple
     feature_folder: Path
-
-
-def epochs_for(train_hours_seen, hours):
-    """Epochs that make a student see about ``train_hours_seen`` hours of audio.
-
-    Parameters
-    ----------
-    train_hours_seen : float
-        Audio hours every subset student should see.
-    hours : float
-        Hours of its training set.
-
-    Returns
-    -------
-    int
-        ``max(1, round(train_hours_seen / hours))``.
-    """
-    if hours <= 0:
-        raise ValueError(f"a training set of {hours} h cannot be trained on")
-    return max(1, round(train_hours_seen / hours))
 
 
 def budget_label(budget):
@@ -165,7 +154,7 @@ def pool_hours(hp):
     return read_manifest(path).total_hours
 
 
-def distill_cell(hp, name, selection, seed, epochs, budget, extra):
+def distill_cell(hp, name, selection, seed, budget, extra):
     """The distillation run of one student: ``distill_hparams`` with the selection file ``selection``."""
     if not resolve(hp["distill_hparams"]).exists():
         raise FileNotFoundError(f"distill_hparams: {resolve(hp['distill_hparams'])} does not exist")
@@ -173,7 +162,7 @@ def distill_cell(hp, name, selection, seed, epochs, budget, extra):
     output = f"{hp['output_folder']}/distill/{name}"
     argv = [sys.executable, DISTILL_SCRIPT, hp["distill_hparams"], *corpus_args(hp),
             f"--teacher_source={hp['teacher_source']}", f"--selection={selection}", f"--seed={seed}",
-            f"--number_of_epochs={epochs}", f"--experiment_name={name}", f"--output_folder={output}",
+            *(f"--{key}={hp[key]}" for key in TRAINING_KEYS), f"--experiment_name={name}", f"--output_folder={output}",
             f"--cache_folder={hp['output_folder']}/teacher_targets", f"--budget_fraction={budget}"]
     argv += check_overrides("distill_overrides", hp["distill_overrides"], RESERVED["distill_overrides"])
     argv += check_overrides(f"overrides of {name}", extra, RESERVED["distill_overrides"])
@@ -193,29 +182,39 @@ def probe_cell(hp, kind, name, encoder_source, feature_folder):
     return Cell(kind, name, tuple(argv), resolve(output))
 
 
-def student_row(hp, group, selector, spec, budget, seed, epochs):
-    """A distilled student: its distillation and both probes of ``<output>/save/student``."""
+def probe_kinds(hp):
+    """The probes every encoder gets (``probes`` of the YAML: ``asr``, ``spk``, both or none)."""
+    kinds = list(hp["probes"] or [])
+    unknown = [kind for kind in kinds if kind not in PROBE_SCRIPTS]
+    if unknown:
+        raise ValueError(f"probes: {unknown} unknown; choose among {sorted(PROBE_SCRIPTS)}")
+    return kinds
+
+
+def student_row(hp, group, selector, spec, budget, seed):
+    """A distilled student: its distillation and the probes of ``<output>/save/student``."""
     name = f"full_s{seed}" if group == "full" else f"{selector}_{budget_label(budget)}pct_s{seed}"
-    distill = distill_cell(hp, name, spec.get("selection", selector), seed, epochs, budget, spec.get("overrides"))
+    distill = distill_cell(hp, name, spec.get("selection", selector), seed, budget, spec.get("overrides"))
     student = f"{hp['output_folder']}/distill/{name}/save/student"
     features = f"{hp['output_folder']}/probe_features/{name}"
-    probes = [probe_cell(hp, kind, name, student, features) for kind in ("asr", "spk")]
-    return Row(name, group, selector, budget, seed, epochs, (distill, *probes), resolve(features))
+    probes = [probe_cell(hp, kind, name, student, features) for kind in probe_kinds(hp)]
+    return Row(name, group, selector, budget, seed, hp["number_of_epochs"], (distill, *probes), resolve(features))
 
 
 def reference_row(hp, name, spec):
-    """A reference encoder (teacher, MFCC): both probes, with its own feature cache folder."""
+    """A reference encoder (teacher, MFCC): the probes, with its own feature cache folder."""
     cells = tuple(probe_cell(hp, kind, name, spec["encoder_source"], spec["feature_folder"])
-                  for kind in ("asr", "spk"))
+                  for kind in probe_kinds(hp))
     return Row(name, "reference", name, None, None, None, cells, resolve(spec["feature_folder"]))
 
 
 def build_plan(hp):
     """Every row of the benchmark, in run order.
 
-    Subset students by budget, then selector, then seed; the full-pool student
-    last (the longest run); the reference encoders right after the first
-    student, whose distillation builds the offline teacher if it is missing.
+    Subset students by budget, then selector, then seed (``seeds``, or the
+    selector's own); the full-pool students last; the reference encoders (with
+    probes only) right after the first student, whose distillation builds the
+    offline teacher if it is missing.
 
     Parameters
     ----------
@@ -233,13 +232,13 @@ def build_plan(hp):
     for budget in hp["budgets"]:
         if not 0 < budget < 1:
             raise ValueError(f"budgets: {budget} is not a fraction of the pool between 0 and 1")
-        epochs = epochs_for(hp["train_hours_seen"], budget * hours)
         for selector, spec in hp["selectors"].items():
             spec = spec or {}
-            for seed in spec.get("seeds") or [hp["seed"]]:
-                students.append(student_row(hp, "subset", selector, spec, budget, seed, epochs))
+            for seed in spec.get("seeds") or hp["seeds"]:
+                students.append(student_row(hp, "subset", selector, spec, budget, seed))
     if hp["full_pool"]:
-        students.append(student_row(hp, "full", "full", {"selection": "full", **hp["full_pool"]}, 1.0, hp["seed"],
-                                    epochs_for(hp["train_hours_seen"], hours)))
-    references = [reference_row(hp, name, spec) for name, spec in (hp["references"] or {}).items()]
+        spec = {"selection": "full", **hp["full_pool"]}
+        students += [student_row(hp, "full", "full", spec, 1.0, seed) for seed in spec.get("seeds") or hp["seeds"]]
+    references = [reference_row(hp, name, spec) for name, spec in (hp["references"] or {}).items()
+                  if probe_kinds(hp)]
     return students[:1] + references + students[1:], hours

@@ -7,24 +7,35 @@ Works on whatever has finished: a missing value is ``None`` in the JSON and
 import json
 import statistics
 
+import numpy as np
+
 from matplotlib.figure import Figure
 
 from common.atomic import atomic_path, atomic_write_text
-from tasks.benchmark.statistics import comparisons_markdown, paired_comparisons, selector_intervals
+from common.intervals import rate_interval
+from tasks.benchmark.statistics import (LOSS, SCALES, comparisons_markdown, paired_comparisons, selector_intervals,
+                                        stacked)
 
 MISSING = "–"
 # (record key, header, format) of the table's columns, in order
 COLUMNS = [
     ("name", "cell", "{}"), ("selector", "selector", "{}"), ("budget_pct", "budget %", "{:g}"),
     ("seed", "seed", "{}"), ("hours", "hours used", "{:.3f}"), ("epochs", "epochs", "{}"),
+    ("steps", "steps", "{}"), ("audio_hours_seen", "audio h seen", "{:.3f}"),
     ("selector_minutes", "select min", "{:.1f}"), ("distill_minutes", "distill min", "{:.1f}"),
+    ("heldout_target", "held-out loss target", "{:.4f}"), ("heldout_in", "held-out loss in", "{:.4f}"),
     ("wer_in", "WER test_in", "{:.2f}"), ("cer_in", "CER test_in", "{:.2f}"),
     ("wer_target", "WER test_target", "{:.2f}"), ("cer_target", "CER test_target", "{:.2f}"),
     ("spk_accuracy", "spk accuracy", "{:.2f}"), ("eer", "EER", "{:.2f}"),
 ]
-PANELS = [("wer_target", "WER on asr_test_target (%)"), ("wer_in", "WER on asr_test_in (%)"),
-          ("spk_accuracy", "speaker accuracy on spk_test (%)")]
-INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "wer_in": ("asr_test_in", "WER")}  # error bars
+PANELS = [("heldout_target", "held-out distillation loss, asr_test_target"),
+          ("heldout_in", "held-out distillation loss, asr_test_in"), ("wer_target", "WER on asr_test_target (%)"),
+          ("wer_in", "WER on asr_test_in (%)"), ("spk_accuracy", "speaker accuracy on spk_test (%)")]
+INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "wer_in": ("asr_test_in", "WER"),  # error bars
+                     "heldout_target": ("heldout_asr_test_target", LOSS), "heldout_in": ("heldout_asr_test_in", LOSS)}
+# the held-out loss comparisons of the report: (split in the errors, title)
+HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out audio"),
+                    ("heldout_asr_test_in", "the other domains' held-out audio")]
 # the comparison of the report: WER as asked, CER because a short probe can leave WER near 100 %
 COMPARED = {"wer_target": "WER on asr_test_target", "cer_target": "CER on asr_test_target"}
 REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
@@ -61,7 +72,11 @@ def row_record(row, results):
         "name": row.name, "group": row.group, "selector": row.selector,
         "budget_pct": None if row.budget is None else round(100 * row.budget, 6), "seed": row.seed,
         "hours": dig(distill, "subset_hours"), "epochs": row.epochs if epochs is None else epochs,
+        "steps": dig(distill, "optimizer_steps"), "audio_hours_seen": dig(distill, "train_audio_hours_seen"),
         "selector_minutes": dig(distill, "selector_minutes"), "distill_minutes": dig(distill, "this_run_minutes"),
+        "heldout_target": dig(distill, "heldout_loss", "asr_test_target", "all"),
+        "heldout_in": dig(distill, "heldout_loss", "asr_test_in", "all"),
+        "heldout_domains": dig(distill, "heldout_loss"),
         "wer_in": dig(asr, "metrics", "asr_test_in", "WER"), "cer_in": dig(asr, "metrics", "asr_test_in", "CER"),
         "wer_target": dig(asr, "metrics", "asr_test_target", "WER"),
         "cer_target": dig(asr, "metrics", "asr_test_target", "CER"),
@@ -154,44 +169,100 @@ def aggregate(records, target_aware, baseline):
     return [compare_budget(b, records, target_aware, baseline, key) for b in budgets for key in COMPARED]
 
 
-def markdown(records, comparisons, settings, paired=()):
+def domain_table(records):
+    """Mean held-out loss per domain (columns) of every selector and budget (rows, mean over seeds), Markdown."""
+    students = [r for r in records if r["group"] != "reference" and r["heldout_domains"]]
+    if not students:
+        return "No finished distillation yet."
+    columns = sorted({f"{split}/{domain}" for r in students for split, domains in r["heldout_domains"].items()
+                      for domain in domains if domain != "all"})
+    groups = {}
+    for r in students:
+        groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
+    lines = ["| selector | budget % | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for (selector, budget), rows in groups.items():
+        means = [mean_or_none(dig(r["heldout_domains"], *column.split("/")) for r in rows) for column in columns]
+        lines.append(f"| {selector} | {budget:g} | {len(rows)} | " + " | ".join(fmt(m, "{:.4f}") for m in means) + " |")
+    return "\n".join(lines)
+
+
+def interval_table(records, errors):
+    """Held-out loss of every selector and budget (and the full pool) over its seeds, with its 95 % interval."""
+    groups = {}
+    for r in records:
+        if r["group"] != "reference":
+            groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
+    lines = ["| selector | budget % | seeds | " + " | ".join(title for _, title in HELDOUT_COMPARED) + " |",
+             "|---|---|---|" + "---|" * len(HELDOUT_COMPARED)]
+    for (selector, budget), rows in groups.items():
+        cells = []
+        for split, _ in HELDOUT_COMPARED:
+            values, _, seeds = stacked(rows, errors, split, LOSS)
+            cells.append(MISSING if values is None else
+                         "{:.4f} [{:.4f}, {:.4f}]".format(*rate_interval(values, scale=SCALES[LOSS])))
+        lines.append(f"| {selector} | {budget:g} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(records, comparisons, settings, paired=(), errors=None):
     """The whole ``results.md``."""
     subset = [r for r in records if r["group"] == "subset"]
     others = [r for r in records if r["group"] != "subset"]
+    paired = list(paired)
+    sections = []
+    for baseline in (settings["baseline"], "full"):
+        for split, title in HELDOUT_COMPARED:
+            chosen = [c for c in paired if c["baseline"] == baseline and c["split"] == split]
+            sections += [f"### Held-out loss on {title}, each selector vs "
+                         f"{'the full pool' if baseline == 'full' else baseline}", "",
+                         comparisons_markdown(chosen, baseline), ""]
+    probe_paired = [c for c in paired if c["metric"] != LOSS]
     return "\n".join([
         f"# Selection benchmark `{settings['benchmark_name']}`", "",
-        f"Pool {settings['pool_hours']:.3f} h. Every subset student is distilled for "
-        f"max(1, round({settings['train_hours_seen']:g} h / (budget × pool hours))) epochs, i.e. about "
-        f"{settings['train_hours_seen']:g} h of audio seen; the full-pool student for "
-        f"max(1, round({settings['train_hours_seen']:g} / {settings['pool_hours']:.3f})) epochs (at least as much "
-        "audio). Probes: CTC ASR (WER/CER %, asr_test_in and the unseen-domain asr_test_target) and speaker "
-        f"identification / verification on spk_test (accuracy %, EER %). {MISSING}: not finished (yet).", "",
+        f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
+        f"trains for {settings['number_of_epochs']} epochs x {settings['steps_per_epoch']} optimizer steps on fixed "
+        f"segments of {settings['segment_seconds']:g} s, which the teacher saw alone, drawn from a seeded schedule "
+        "(the audio each saw is in the table: `audio h seen`). Intrinsic measure: the student's distillation loss "
+        "(L1 + cosine, in each held-out split's own standardisation) on held-out audio of the target domain "
+        "(asr_test_target) and of the other domains (asr_test_in); lower is closer to the teacher. Probes, when "
+        "run: CTC ASR (WER/CER %) and speaker identification / verification on spk_test (accuracy %, EER %). "
+        f"{MISSING}: not finished (yet).", "",
         f"Finished cells: {settings['finished_cells']} of {settings['total_cells']}.", "",
         "## Subset students", "", markdown_table(subset), "",
         "## References: full pool, teacher, MFCC", "", markdown_table(others), "",
-        f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']}", "",
+        "## Held-out distillation loss, mean over seeds with a 95 % bootstrap interval", "",
+        "Utterances and seeds resampled (a ratio estimate: summed loss over summed frames).", "",
+        interval_table(records, errors or {}), "",
+        "## Held-out distillation loss per domain (mean over seeds)", "", domain_table(records), "",
+        "## Paired comparisons of the held-out loss", "",
+        "Difference of the held-out loss (selector minus baseline, each the mean over its seeds; negative: closer "
+        "to the teacher) with a 95 % bootstrap interval (held-out utterances resampled together, each side's "
+        "seeds separately); better / worse only when the interval excludes 0.", "",
+        *sections,
+        f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']} (probes)", "",
         *[f"- {c['text']}" for c in comparisons], "",
-        f"## Each selector vs {settings['baseline']}, paired on the test utterances", "",
+        f"## Each selector vs {settings['baseline']}, paired on the ASR test utterances (probes)", "",
         "Difference of the error rates (selector minus baseline, each the mean over its seeds; negative: fewer "
         "errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
         "separately); better / worse only when the interval excludes 0.", "",
-        comparisons_markdown(list(paired), settings["baseline"]), "",
+        comparisons_markdown(probe_paired, settings["baseline"]), "",
     ])
 
 
 def plot(records, path, errors=None):
-    """``results.png``: each metric of :data:`PANELS` against the budget, one line per selector.
+    """``results.png``: each metric of :data:`PANELS` that has a value against the budget, one line per selector.
 
     Subset students are lines with markers (the mean over seeds), with 95 %
     bootstrap error bars on the ASR panels when the cells' ``errors`` are
     given; the full pool and the reference encoders are horizontal lines.
     """
-    figure = Figure(figsize=(6 * len(PANELS), 4.8), layout="constrained")
-    axes = figure.subplots(1, len(PANELS))
+    panels = [(key, title) for key, title in PANELS if any(r[key] is not None for r in records)] or PANELS[:1]
+    figure = Figure(figsize=(6 * len(panels), 4.8), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(panels)))
     budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
     colors = {sel: f"C{i % 10}" for i, sel in enumerate(dict.fromkeys(
         r["selector"] for r in records if r["group"] == "subset"))}  # same colour in every panel
-    for ax, (key, title) in zip(axes, PANELS):
+    for ax, (key, title) in zip(axes, panels):
         intervals = selector_intervals(records, errors, *INTERVAL_OF_PANEL[key]) if (
             errors and key in INTERVAL_OF_PANEL) else {}
         for selector, points in selector_means(records, key).items():
@@ -204,11 +275,15 @@ def plot(records, path, errors=None):
                 ax.errorbar(xs, [bars[x][0] for x in xs], yerr=[[bars[x][0] - bars[x][1] for x in xs],
                                                                [bars[x][2] - bars[x][0] for x in xs]],
                             fmt="none", ecolor=colors[selector], capsize=3)
-        for i, r in enumerate(r for r in records if r["group"] != "subset"):  # same style in every panel
-            if r[key] is not None:
-                label = "full pool" if r["group"] == "full" else r["name"]
-                ax.axhline(r[key], color="0.25", linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)],
-                           label=f"{label} ({r[key]:.1f})")
+        references = {}  # the full pool's seeds as one line, each reference encoder as one
+        for r in records:
+            if r["group"] != "subset":
+                references.setdefault("full pool" if r["group"] == "full" else r["name"], []).append(r[key])
+        for i, (label, values) in enumerate(references.items()):  # same style in every panel
+            value = mean_or_none(values)
+            if value is not None:
+                ax.axhline(value, color="0.25", linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)],
+                           label=f"{label} ({value:.4g})")
         ax.set_title(title)
         ax.set_xlabel("budget (% of the pool's hours)")
         ax.set_xticks(budgets)
@@ -228,14 +303,16 @@ def write_report(records, settings, folder, errors=None):
     records : list of dict
         :func:`row_record` of every row, finished or not.
     settings : dict
-        ``benchmark_name``, ``pool_hours``, ``train_hours_seen``,
-        ``finished_cells``, ``total_cells``, ``target_aware`` (selector names)
-        and ``baseline`` (the selector they are compared with).
+        ``benchmark_name``, ``pool_hours``, ``segment_seconds``,
+        ``steps_per_epoch``, ``number_of_epochs``, ``finished_cells``,
+        ``total_cells``, ``target_aware`` (selector names) and ``baseline``
+        (the selector they are compared with).
     folder : pathlib.Path
         The benchmark's output folder.
     errors : dict, optional
-        ``{row name: tasks.benchmark.statistics.cell_errors(...)}`` of the
-        finished ASR cells: the paired comparisons and the error bars.
+        ``{row name: {split: ...}}``: :func:`tasks.benchmark.statistics.cell_errors`
+        of the finished ASR cells and :func:`~tasks.benchmark.statistics.heldout_errors`
+        of the finished distillations: the intervals, paired comparisons and error bars.
 
     Returns
     -------
@@ -243,8 +320,12 @@ def write_report(records, settings, folder, errors=None):
         The comparisons of :func:`aggregate`.
     """
     comparisons = aggregate(records, settings["target_aware"], settings["baseline"])
-    paired = paired_comparisons(records, errors or {}, settings["baseline"])
-    atomic_write_text(folder / "results.md", markdown(records, comparisons, settings, paired))
+    errors = errors or {}
+    paired = paired_comparisons(records, errors, settings["baseline"])
+    for baseline in (settings["baseline"], "full"):
+        for split, _ in HELDOUT_COMPARED:
+            paired += paired_comparisons(records, errors, baseline, split, kinds=(LOSS,))
+    atomic_write_text(folder / "results.md", markdown(records, comparisons, settings, paired, errors))
     atomic_write_text(folder / "results.json", json.dumps(
         {"settings": settings, "rows": records, "aggregate": comparisons, "paired": paired}, indent=2))
     plot(records, folder / "results.png", errors)

@@ -3,10 +3,12 @@
 
 For every selector × budget × seed of the benchmark YAML (and the full pool),
 distil the teacher into a student on the selected subset with the
-distillation recipe, then score the student with the ASR and the speaker
-probes; score the reference encoders (teacher, MFCC) with the same probes.
-Every subset student sees the same hours of audio:
-``number_of_epochs = max(1, round(train_hours_seen / (budget_fraction * pool_hours)))``.
+distillation recipe (which also scores the student's distillation loss on
+held-out audio of every domain), then score the student with the probes of
+``probes`` (ASR, speaker, or none); score the reference encoders (teacher,
+MFCC) with the same probes. Every student gets the same compute: the same
+optimizer steps on fixed segments of the same length
+(``segment_seconds``, ``steps_per_epoch``, ``number_of_epochs``).
 
 Each recipe run (a *cell*) is a subprocess run from the repository root, its
 output appended to ``<output_folder>/logs/<kind>-<name>.log``. A cell is
@@ -38,9 +40,9 @@ from hyperpyyaml import load_hyperpyyaml
 from tqdm import tqdm
 
 from common.atomic import atomic_write_text
-from tasks.benchmark.cells import ROOT, build_plan, resolve
+from tasks.benchmark.cells import ROOT, TRAINING_KEYS, build_plan, resolve
 from tasks.benchmark.report import row_record, write_report
-from tasks.benchmark.statistics import cell_errors
+from tasks.benchmark.statistics import cell_errors, heldout_errors
 
 RECORD = "benchmark_cell.json"
 
@@ -148,12 +150,16 @@ class Benchmark:
         """Rewrite results.md/json/png from the cells finished so far."""
         results = [{cell.kind: load_results(cell) for cell in row.cells} for row in self.rows]
         settings = {"benchmark_name": self.hp["benchmark_name"], "pool_hours": round(self.hours, 4),
-                    "train_hours_seen": self.hp["train_hours_seen"],
+                    **{key: self.hp[key] for key in TRAINING_KEYS},
                     "finished_cells": sum(r is not None for res in results for r in res.values()),
                     "total_cells": self.n_cells, "target_aware": list(self.hp["target_aware"]),
                     "baseline": self.hp["baseline"]}
-        errors = {row.name: cell_errors(cell.output_folder) for row, res in zip(self.rows, results)
-                  for cell in row.cells if cell.kind == "asr" and res["asr"] is not None}
+        errors = {}
+        for row, res in zip(self.rows, results):
+            for cell in row.cells:
+                if res[cell.kind] is not None and cell.kind in ("asr", "distill"):
+                    found = cell_errors(cell.output_folder) if cell.kind == "asr" else heldout_errors(cell.output_folder)
+                    errors.setdefault(row.name, {}).update(found)
         write_report([row_record(row, res) for row, res in zip(self.rows, results)], settings, self.folder, errors)
 
     def run_row(self, row, bar):
@@ -206,7 +212,8 @@ class Benchmark:
 
     def print_plan(self):
         """The dry run: every cell, its state and its command; nothing is written."""
-        print(f"pool {self.hours:.3f} h; subset students see about {self.hp['train_hours_seen']} h of audio; "
+        print(f"pool {self.hours:.3f} h; every student: {self.hp['number_of_epochs']} epochs x "
+              f"{self.hp['steps_per_epoch']} steps on {self.hp['segment_seconds']} s segments; "
               f"{self.n_cells} cells in {len(self.rows)} rows; output {self.folder}")
         for row in self.rows:
             budget = "" if row.budget is None else \
