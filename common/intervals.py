@@ -129,7 +129,8 @@ def paired_difference(errors_a, errors_b, n_draws=2000, level=0.95, seed=0, scal
     utterances = rng.integers(0, n_utterances, (n_draws, n_utterances))
     seeds_a = rng.integers(0, errors_a.shape[0], (n_draws, errors_a.shape[0]))
     seeds_b = rng.integers(0, errors_b.shape[0], (n_draws, errors_b.shape[0]))
-    draws = seed_mean_rates(errors_a, utterances, seeds_a, scale) - seed_mean_rates(errors_b, utterances, seeds_b, scale)
+    draws = (seed_mean_rates(errors_a, utterances, seeds_a, scale)
+             - seed_mean_rates(errors_b, utterances, seeds_b, scale))
     everything = np.arange(n_utterances)[None]
     difference = float(seed_mean_rates(errors_a, everything, np.arange(errors_a.shape[0])[None], scale)[0]
                        - seed_mean_rates(errors_b, everything, np.arange(errors_b.shape[0])[None], scale)[0])

@@ -8,13 +8,18 @@ import json
 import statistics
 
 import numpy as np
-
 from matplotlib.figure import Figure
 
 from common.atomic import atomic_path, atomic_write_text
 from common.intervals import rate_interval
-from tasks.benchmark.statistics import (LOSS, SCALES, comparisons_markdown, paired_comparisons, selector_intervals,
-                                        stacked)
+from tasks.benchmark.statistics import (
+    LOSS,
+    SCALES,
+    comparisons_markdown,
+    paired_comparisons,
+    selector_intervals,
+    stacked,
+)
 
 MISSING = "–"
 # (record key, header, format) of the table's columns, in order
