@@ -122,6 +122,10 @@ def test_report_of_fabricated_results(tmp_path):
     assert saved["rows"] == records and saved["aggregate"][0]["difference"] == pytest.approx(-6.0)
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    spread = [fabricated_record(f"teacher_s{seed}", "reference", "teacher", None, seed, wer) for seed, wer in
+              ((1, 35.0), (2, 37.0), (3, 36.0))]
+    assert report.probe_spread(spread)[0] == ("- teacher, WER asr_test_target: 3 probe seeds, mean 36.00, range "
+                                              "35.00-37.00, standard deviation 1.00")
     report.write_report([r | {k: None for k in ("wer_target", "wer_in", "spk_accuracy")} for r in records],
                         settings, tmp_path / "empty")  # nothing finished: still a table and a figure
     assert (tmp_path / "empty" / "results.png").exists()
@@ -228,6 +232,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     config["distill_overrides"] = ["--num_workers=0"]
     config["selectors"]["contrastive"]["overrides"] = ["--selector_overrides={contrastive: {order: 3}}"]
     config["selectors"]["random_again"] = {"selection": "random"}  # a row name other than its file
+    config["references"]["mfcc"]["seeds"] = [7, 8]  # the probe's own spread: one row per probe seed
     hparams = write_yaml(tmp_path / "bench.yaml", config)
     runner = load_runner()
     assert runner.main([str(hparams), "--dry_run=True", "--budgets=[0.05,0.2]"]) == 0
@@ -236,7 +241,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
 
     rows, _ = cells.build_plan(runner.load_hparams([str(hparams), "--budgets=[0.05,0.2]"]))
     names = [row.name for row in rows]
-    assert names == ["random_5pct_s1", "teacher", "mfcc", "random_5pct_s2", "contrastive_5pct_s1234",
+    assert names == ["random_5pct_s1", "teacher", "mfcc_s7", "mfcc_s8", "random_5pct_s2", "contrastive_5pct_s1234",
                      "random_again_5pct_s1234", "random_20pct_s1", "random_20pct_s2", "contrastive_20pct_s1234",
                      "random_again_20pct_s1234", "full_s1234"]
     by_name = {row.name: row for row in rows}
@@ -254,12 +259,14 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     assert f"--feature_folder={out}/probe_features/contrastive_5pct_s1234" in spk.argv and "--n_crops=2" in spk.argv
     assert "--selection=random" in by_name["random_again_5pct_s1234"].cells[0].argv
     assert "--selection=full" in by_name["full_s1234"].cells[0].argv
-    assert f"--feature_folder={tmp_path / 'f_mfcc'}" in by_name["mfcc"].cells[0].argv
+    for seed in (7, 8):  # the same features, the probe's seed
+        assert {f"--feature_folder={tmp_path / 'f_mfcc'}", f"--seed={seed}"} <= set(by_name[f"mfcc_s{seed}"].cells[0].argv)
+    assert not [a for a in by_name["teacher"].cells[0].argv if a.startswith("--seed=")]
     for cell in (distill, asr, spk):
         assert shlex.join(cell.argv[1:]) in printed
 
     intrinsic, _ = cells.build_plan(config | {"probes": [], "budgets": [0.05, 0.2]})  # held-out loss only, no references
-    assert [row.name for row in intrinsic] == [n for n in names if n not in ("teacher", "mfcc")]
+    assert [row.name for row in intrinsic] == [n for n in names if n not in ("teacher", "mfcc_s7", "mfcc_s8")]
     assert all([cell.kind for cell in row.cells] == ["distill"] for row in intrinsic)
     with pytest.raises(ValueError, match="probes: .*'wer'.* unknown"):
         cells.build_plan(config | {"probes": ["asr", "wer"]})
@@ -278,7 +285,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
 
 
-@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 256), ("benchmark_quick.yaml", 12)])
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 12)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
 

@@ -169,8 +169,8 @@ def distill_cell(hp, name, selection, seed, budget, extra):
     return Cell("distill", name, tuple(argv), resolve(output))
 
 
-def probe_cell(hp, kind, name, encoder_source, feature_folder):
-    """The ASR (``kind`` ``asr``) or speaker (``spk``) probe of one encoder."""
+def probe_cell(hp, kind, name, encoder_source, feature_folder, seed=None):
+    """The ASR (``kind`` ``asr``) or speaker (``spk``) probe of one encoder (``seed``: the probe's, else its default)."""
     hparams_key, overrides_key = PROBE_KEYS_OF[kind]
     if not resolve(hp[hparams_key]).exists():
         raise FileNotFoundError(f"{hparams_key}: {resolve(hp[hparams_key])} does not exist")
@@ -178,7 +178,7 @@ def probe_cell(hp, kind, name, encoder_source, feature_folder):
     overrides = check_overrides(overrides_key, hp[overrides_key], RESERVED[overrides_key])
     argv = [sys.executable, PROBE_SCRIPTS[kind], hp[hparams_key], *corpus_args(hp),
             f"--encoder_source={encoder_source}", f"--encoder_name={name}", f"--output_folder={output}",
-            f"--feature_folder={feature_folder}", *overrides]
+            f"--feature_folder={feature_folder}", *([] if seed is None else [f"--seed={seed}"]), *overrides]
     return Cell(kind, name, tuple(argv), resolve(output))
 
 
@@ -201,11 +201,19 @@ def student_row(hp, group, selector, spec, budget, seed):
     return Row(name, group, selector, budget, seed, hp["number_of_epochs"], (distill, *probes), resolve(features))
 
 
-def reference_row(hp, name, spec):
-    """A reference encoder (teacher, MFCC): the probes, with its own feature cache folder."""
-    cells = tuple(probe_cell(hp, kind, name, spec["encoder_source"], spec["feature_folder"])
-                  for kind in probe_kinds(hp))
-    return Row(name, "reference", name, None, None, None, cells, resolve(spec["feature_folder"]))
+def reference_rows(hp, name, spec):
+    """A reference encoder (teacher, MFCC): the probes, with its own feature cache folder.
+
+    With ``seeds`` in ``spec``, one row per probe seed (``<name>_s<seed>``, the
+    same features): the probe's own seed-to-seed spread on a fixed encoder.
+    """
+    rows = []
+    for seed in spec.get("seeds") or [None]:
+        row_name = name if seed is None else f"{name}_s{seed}"
+        cells = tuple(probe_cell(hp, kind, row_name, spec["encoder_source"], spec["feature_folder"], seed)
+                      for kind in probe_kinds(hp))
+        rows.append(Row(row_name, "reference", name, None, seed, None, cells, resolve(spec["feature_folder"])))
+    return rows
 
 
 def build_plan(hp):
@@ -239,6 +247,6 @@ def build_plan(hp):
     if hp["full_pool"]:
         spec = {"selection": "full", **hp["full_pool"]}
         students += [student_row(hp, "full", "full", spec, 1.0, seed) for seed in spec.get("seeds") or hp["seeds"]]
-    references = [reference_row(hp, name, spec) for name, spec in (hp["references"] or {}).items()
-                  if probe_kinds(hp)]
+    references = [row for name, spec in (hp["references"] or {}).items() if probe_kinds(hp)
+                  for row in reference_rows(hp, name, spec)]
     return students[:1] + references + students[1:], hours

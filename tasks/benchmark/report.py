@@ -209,6 +209,21 @@ def interval_table(records, errors):
     return "\n".join(lines)
 
 
+def probe_spread(records):
+    """The probes' seed-to-seed spread on each reference encoder probed with several seeds (Markdown lines)."""
+    lines = []
+    for selector in dict.fromkeys(r["selector"] for r in records if r["group"] == "reference"):
+        rows = [r for r in records if r["group"] == "reference" and r["selector"] == selector]
+        for key, label in (("wer_target", "WER asr_test_target"), ("cer_target", "CER asr_test_target"),
+                           ("wer_in", "WER asr_test_in"), ("spk_accuracy", "speaker accuracy")):
+            values = [r[key] for r in rows if r[key] is not None]
+            if len(values) > 1:
+                lines.append(f"- {selector}, {label}: {len(values)} probe seeds, mean {statistics.fmean(values):.2f}, "
+                             f"range {min(values):.2f}-{max(values):.2f}, standard deviation "
+                             f"{statistics.stdev(values):.2f}")
+    return lines or ["No reference encoder has been probed with several seeds (`seeds` of a reference)."]
+
+
 def markdown(records, comparisons, settings, paired=(), errors=None):
     """The whole ``results.md``."""
     subset = [r for r in records if r["group"] == "subset"]
@@ -244,6 +259,7 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "to the teacher) with a 95 % bootstrap interval (held-out utterances resampled together, each side's "
         "seeds separately); better / worse only when the interval excludes 0.", "",
         *sections,
+        "## The probes' own spread on a fixed encoder (seeds of the probe only)", "", *probe_spread(records), "",
         f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']} (probes)", "",
         *[f"- {c['text']}" for c in comparisons], "",
         f"## Each selector vs {settings['baseline']}, paired on the ASR test utterances (probes)", "",
