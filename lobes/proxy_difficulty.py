@@ -4,9 +4,11 @@
 student initialised from it (DistilWhisper for a Whisper teacher, DistilHuBERT otherwise) on
 random crops of a seeded random sample of the pool, then scores every pool utterance by the
 proxy's distillation loss against the teacher (the DistilHuBERT L1 + cosine loss, per frame
-and layer, averaged over the utterance's frames: length-normalised). It is the scorer of
-:class:`selection.selectors.DifficultySelector`; its cost (teacher and proxy passes over the
-pool, training steps, seconds) is returned with the scores.
+and layer, averaged over the utterance's frames: length-normalised). The same teacher pass
+gives each utterance's embedding (mean and standard deviation over its frames of one teacher
+layer), which the selector's diversity guard clusters, so the teacher runs over the pool once.
+It is the scorer of :class:`selection.selectors.DifficultySelector`; its cost (teacher and
+proxy passes over the pool, training steps, seconds) is returned with the scores.
 """
 
 import json
@@ -69,6 +71,9 @@ class ProxyDifficultyScorer:
         Transformer layers of the proxy (copied from the teacher's first layers).
     target_layers : sequence of int, optional
         Teacher layers the proxy predicts (default: :func:`thirds`).
+    embedding_layer : int, optional
+        Teacher layer of the utterance embeddings (default: the middle one of :func:`thirds`,
+        e.g. 4 of Whisper base's 6, the layer of the teacher-layer units).
     sample_hours : float
         Audio of the seeded random sample the proxy trains on.
     train_steps : int
@@ -90,11 +95,13 @@ class ProxyDifficultyScorer:
         Where the teacher and proxy run.
     """
 
-    def __init__(self, teacher_source, n_layers=1, target_layers=None, sample_hours=0.25, train_steps=150,
-                 batch_size=8, crop_seconds=2.0, lr=5e-4, stat_batches=4, score_batch_size=8, seed=0, device="cpu"):
+    def __init__(self, teacher_source, n_layers=1, target_layers=None, embedding_layer=None, sample_hours=0.25,
+                 train_steps=150, batch_size=8, crop_seconds=2.0, lr=5e-4, stat_batches=4, score_batch_size=8, seed=0,
+                 device="cpu"):
         self.teacher_source = str(teacher_source)
         self.n_layers = int(n_layers)
         self.target_layers = None if target_layers is None else [int(x) for x in target_layers]
+        self.embedding_layer = None if embedding_layer is None else int(embedding_layer)
         self.sample_hours = float(sample_hours)
         self.train_steps = int(train_steps)
         self.batch_size = int(batch_size)
@@ -108,13 +115,14 @@ class ProxyDifficultyScorer:
     def settings(self):
         """Constructor arguments (for provenance and the cache key)."""
         return {"teacher_source": self.teacher_source, "n_layers": self.n_layers,
-                "target_layers": self.target_layers, "sample_hours": self.sample_hours,
+                "target_layers": self.target_layers, "embedding_layer": self.embedding_layer,
+                "sample_hours": self.sample_hours,
                 "train_steps": self.train_steps, "batch_size": self.batch_size, "crop_seconds": self.crop_seconds,
                 "lr": self.lr, "stat_batches": self.stat_batches, "score_batch_size": self.score_batch_size,
                 "seed": self.seed}
 
     def __call__(self, pool, ids, work_folder=None):
-        """Loss of the proxy on each of ``ids`` (aligned with them) and the cost of computing it.
+        """Loss of the proxy on each of ``ids`` (aligned with them), the cost, and the utterances' embeddings.
 
         Parameters
         ----------
@@ -127,9 +135,10 @@ class ProxyDifficultyScorer:
 
         Returns
         -------
-        tuple of (numpy.ndarray, dict)
-            ``float64`` losses and ``cost``: hours scored (teacher and proxy passes), hours of training
-            crops (teacher passes), training steps, seconds of training and of scoring.
+        tuple of (numpy.ndarray, dict, numpy.ndarray)
+            ``float64`` losses; ``cost``: hours scored (teacher and proxy passes), hours of training
+            crops (teacher passes), training steps, seconds of training and of scoring; ``float16``
+            embeddings ``[len(ids), 2 D]`` (mean and std over frames of ``embedding_layer``).
         """
         teacher = FrozenTeacher(self.teacher_source).to(self.device)
         paths = [pool.wav_path(i) for i in ids]
@@ -139,7 +148,7 @@ class ProxyDifficultyScorer:
         if cached is not None and cached.exists():
             with np.load(cached, allow_pickle=False) as data:
                 logger.info("difficulty scores done, loading %s", cached)
-                return data["losses"], json.loads(str(data["cost"]))
+                return data["losses"], json.loads(str(data["cost"])), data["embeddings"]
         durations = pool.durations_of(ids)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -151,7 +160,8 @@ class ProxyDifficultyScorer:
             stats = self._target_statistics(teacher, layers, rng, sample, paths, durations)
             self._train(teacher, proxy, layers, stats, rng, sample, paths, durations)
             trained = time.perf_counter()
-            losses = self._score(teacher, proxy, layers, stats, paths, durations)
+            embedding_layer = thirds(teacher.num_layers)[1] if self.embedding_layer is None else self.embedding_layer
+            losses, embeddings = self._score(teacher, proxy, layers, stats, paths, durations, embedding_layer)
         crops = self.batch_size * (self.train_steps + self.stat_batches)
         cost = {"scored_hours": round(float(durations.sum() / 3600), 4),  # through the teacher and the proxy
                 "training_crop_hours": round(crops * self.crop_seconds / 3600, 4),  # the teacher's, at most
@@ -162,8 +172,8 @@ class ProxyDifficultyScorer:
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, losses=losses, cost=json.dumps(cost))
-        return losses, cost
+                np.savez(handle, losses=losses, cost=json.dumps(cost), embeddings=embeddings)
+        return losses, cost, embeddings
 
     def _sample(self, rng, durations):
         """Positions of a seeded random sample of about ``sample_hours`` (at least one)."""
@@ -182,13 +192,13 @@ class ProxyDifficultyScorer:
         return wavs.to(self.device), wav_lens.to(self.device)
 
     def _teacher(self, teacher, layers, stats, wavs, wav_lens):
-        """Standardised targets ``[N, B, T, D]``, the teacher's CNN output and frame lengths."""
+        """Standardised targets ``[N, B, T, D]``, the teacher's CNN output, frame lengths and all hidden states."""
         hidden, cnn, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
         targets = hidden[layers]
         if stats is not None:
             mean, std = stats
             targets = (targets - mean[:, None, None]) / std[:, None, None]
-        return targets, cnn, frame_lengths
+        return targets, cnn, frame_lengths, hidden
 
     def _target_statistics(self, teacher, layers, rng, sample, paths, durations):
         """Per-layer mean and std ``[N, D]`` of the teacher's targets over ``stat_batches`` batches of crops."""
@@ -196,7 +206,7 @@ class ProxyDifficultyScorer:
         total = total_sq = count = 0
         for _ in range(self.stat_batches):
             wavs, wav_lens = self._crops(rng, sample, paths, durations, hop)
-            targets, _, frame_lengths = self._teacher(teacher, layers, None, wavs, wav_lens)
+            targets, _, frame_lengths, _ = self._teacher(teacher, layers, None, wavs, wav_lens)
             mask = frame_mask(frame_lengths, targets.shape[2]).to(targets.dtype)[None, :, :, None]
             total = total + (targets * mask).sum(dim=(1, 2))
             total_sq = total_sq + (targets * targets * mask).sum(dim=(1, 2))
@@ -212,7 +222,7 @@ class ProxyDifficultyScorer:
         progress = tqdm(range(self.train_steps), desc="difficulty: proxy training", unit="step", mininterval=5)
         for _ in progress:
             wavs, wav_lens = self._crops(rng, sample, paths, durations, hop)
-            targets, cnn, _ = self._teacher(teacher, layers, stats, wavs, wav_lens)
+            targets, cnn, _, _ = self._teacher(teacher, layers, stats, wavs, wav_lens)
             predictions, frame_lengths = proxy(wavs, wav_lens, cnn_features=cnn)
             n_frames = min(predictions.shape[2], targets.shape[2])
             loss, _ = l1_cosine_loss(predictions[:, :, :n_frames], targets[:, :, :n_frames],
@@ -224,18 +234,39 @@ class ProxyDifficultyScorer:
         proxy.eval()
 
     @torch.no_grad()
-    def _score(self, teacher, proxy, layers, stats, paths, durations):
-        """Length-normalised loss of every utterance, whole, in batches of similar durations."""
+    def _score(self, teacher, proxy, layers, stats, paths, durations, embedding_layer):
+        """Length-normalised loss and embedding of every utterance, whole, in batches of similar durations."""
         losses = np.empty(len(paths))
+        embeddings = None
         order = np.argsort(durations, kind="stable")
         batches = [order[i : i + self.score_batch_size] for i in range(0, len(order), self.score_batch_size)]
         for batch in tqdm(batches, desc="difficulty: scoring the pool", unit="batch", mininterval=5):
             wavs, wav_lens = padded_batch([load_audio(paths[i]) for i in batch])
             wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
-            targets, cnn, _ = self._teacher(teacher, layers, stats, wavs, wav_lens)
+            targets, cnn, teacher_frames, hidden = self._teacher(teacher, layers, stats, wavs, wav_lens)
             predictions, frame_lengths = proxy(wavs, wav_lens, cnn_features=cnn)
             n_frames = min(predictions.shape[2], targets.shape[2])
             mask = frame_mask(frame_lengths, n_frames)
             losses[batch] = l1_cosine_per_utterance(predictions[:, :, :n_frames], targets[:, :, :n_frames],
                                                     mask).cpu().double().numpy()
-        return losses
+            vectors = frame_mean_std(hidden[embedding_layer], teacher_frames)
+            if embeddings is None:
+                embeddings = np.empty((len(paths), vectors.shape[1]), dtype=np.float16)
+            embeddings[batch] = vectors
+        return losses, embeddings
+
+
+def frame_mean_std(hidden, frame_lengths):
+    """Mean and standard deviation over each utterance's real frames, ``[B, 2 D]`` float16, of ``hidden [B, T, D]``.
+
+    Example
+    -------
+    >>> hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> frame_mean_std(hidden, torch.tensor([2])).tolist()
+    [[2.0, 1.0]]
+    """
+    mask = frame_mask(frame_lengths, hidden.shape[1]).to(hidden.dtype)[:, :, None]
+    count = mask.sum(1).clamp(min=1)
+    mean = (hidden * mask).sum(1) / count
+    std = (((hidden - mean[:, None]) ** 2 * mask).sum(1) / count).sqrt()
+    return torch.cat([mean, std], dim=1).cpu().numpy().astype(np.float16)

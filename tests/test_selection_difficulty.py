@@ -7,21 +7,25 @@ import pytest
 import soundfile as sf
 import torch
 
+from common.audio import load_audio
 from common.manifest import read_manifest
+from lobes.encoder import FrozenTeacher
 from lobes.proxy_difficulty import ProxyDifficultyScorer
 from selection.selectors import DifficultySelector, fill_budget
 from selection.selectors.difficulty import guarded_order
 from selection.synthetic import synthetic_corpus, with_onehot_embeddings
+from selection.units import UnitSet
 
 
 class HandSetScorer:
-    """Losses fixed by the test (a function of the candidate's ID)."""
+    """Losses fixed by the test (a function of the candidate's ID); embeddings too when given (``ids -> [N, E]``)."""
 
-    def __init__(self, loss_of):
-        self.loss_of = loss_of
+    def __init__(self, loss_of, embeddings_of=None):
+        self.loss_of, self.embeddings_of = loss_of, embeddings_of
 
     def __call__(self, pool, ids, work_folder):
-        return np.array([self.loss_of(i) for i in ids]), {"scored_hours": 0.0}
+        embeddings = None if self.embeddings_of is None else self.embeddings_of(ids)
+        return np.array([self.loss_of(i) for i in ids]), {"scored_hours": 0.0}, embeddings
 
     def settings(self):
         return {}
@@ -98,13 +102,28 @@ def test_guard_caps_the_hardest_cluster(corpus):
     assert {"a", "b", "c", "noise"} <= set(domains)
 
 
-def test_a_scorer_with_the_wrong_number_of_losses_is_refused(corpus):
+def test_the_scorers_embeddings_guard_when_given(corpus):
+    """Embeddings from the scorer (its own teacher pass) replace the units': units without any select the same."""
+    pool, units, manifest = corpus
+    bare = UnitSet(units.ids, units.offsets, units.flat, units.frame_rate, units.n_clusters, units.dedup)
+    budget = 0.2 * manifest.total_hours
+    settings = {"n_clusters": 4, "max_cluster_share": 0.25, "n_components": 16}
+    loss_of = loss_by_domain(pool, units)
+    with_units = DifficultySelector(HandSetScorer(loss_of), **settings).select(manifest, units, budget)
+    from_scorer = DifficultySelector(HandSetScorer(loss_of, lambda ids: units.embeddings[units.rows(ids)]),
+                                     **settings).select(manifest, bare, budget)
+    assert from_scorer.ids == with_units.ids
+    with pytest.raises(ValueError, match="needs utterance embeddings: the scorer gave none and the units have none"):
+        DifficultySelector(HandSetScorer(loss_of), **settings).select(manifest, bare, budget)
+
+
+def test_a_scorer_with_the_wrong_number_of_losses_or_embeddings_is_refused(corpus):
     _, units, manifest = corpus
-    short = HandSetScorer(lambda utt_id: 0.0)
-    short.__class__ = type("ShortScorer", (HandSetScorer,), {"__call__": lambda self, pool, ids, folder: (
-        np.zeros(3), {})})
     with pytest.raises(ValueError, match=r"\(3,\) losses for 800 candidates"):
-        DifficultySelector(short).select(manifest, units, 0.01)
+        DifficultySelector(lambda pool, ids, folder: (np.zeros(3), {}, None)).select(manifest, units, 0.01)
+    with pytest.raises(ValueError, match=r"embeddings of shape \(5, 2\) for 800 candidates"):
+        DifficultySelector(lambda pool, ids, folder: (np.zeros(len(ids)), {}, np.zeros((5, 2)))).select(
+            manifest, units, 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +147,24 @@ def test_proxy_scores_fall_with_training_and_are_cached(audio_pool, tiny_whisper
     common = {"teacher_source": tiny_whisper_dir, "sample_hours": 0.002, "batch_size": 4, "crop_seconds": 0.5,
               "lr": 3e-3, "stat_batches": 2, "score_batch_size": 5, "seed": 3}
     state = torch.random.get_rng_state()
-    untrained, _ = ProxyDifficultyScorer(train_steps=0, **common)(audio_pool, ids)
-    trained, cost = ProxyDifficultyScorer(train_steps=40, **common)(audio_pool, ids, tmp_path)
+    untrained, _, _ = ProxyDifficultyScorer(train_steps=0, **common)(audio_pool, ids)
+    trained, cost, embeddings = ProxyDifficultyScorer(train_steps=40, **common)(audio_pool, ids, tmp_path)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is left alone
     assert trained.shape == (16,) and np.isfinite(trained).all()
     assert trained.mean() < 0.9 * untrained.mean()  # the proxy learned something from the teacher
+    # the embeddings: mean and std over frames of the tiny teacher's middle target layer (thirds(2)[1] = 2),
+    # each utterance alone, from the scoring pass
+    teacher = FrozenTeacher(tiny_whisper_dir)
+    for position in (0, 7):
+        hidden, frames = teacher(load_audio(audio_pool.wav_path(ids[position]))[None], torch.ones(1))
+        layer = hidden[2, 0, : int(frames[0])]
+        expected = torch.cat([layer.mean(0), layer.std(0, unbiased=False)])
+        assert embeddings.dtype == np.float16 and embeddings.shape == (16, 64)
+        np.testing.assert_allclose(embeddings[position].astype(np.float32), expected.numpy(), rtol=2e-3, atol=2e-3)
     assert cost["proxy_train_steps"] == 40 and cost["scored_hours"] == pytest.approx(audio_pool.total_hours, abs=1e-4)
     files = list(tmp_path.glob("difficulty-*.npz"))
     assert len(files) == 1
-    again, again_cost = ProxyDifficultyScorer(train_steps=40, **common)(audio_pool, ids, tmp_path)
+    again, again_cost, again_embeddings = ProxyDifficultyScorer(train_steps=40, **common)(audio_pool, ids, tmp_path)
     np.testing.assert_array_equal(again, trained)
+    np.testing.assert_array_equal(again_embeddings, embeddings)
     assert again_cost == cost and list(tmp_path.glob("difficulty-*.npz")) == files

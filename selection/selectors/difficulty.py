@@ -50,16 +50,19 @@ class DifficultySelector(Selector):
     student distilled for a few minutes on a random sample of the pool) gives every candidate a
     length-normalised distillation loss; candidates are taken highest loss first. So that the
     budget is not filled with one kind of audio the proxy cannot fit (noise, another
-    language), a guard caps each k-means cluster of the utterance embeddings
-    (:attr:`selection.units.UnitSet.embeddings`, standardised and projected as in
-    :class:`selection.selectors.KCenterSelector`) at ``max_cluster_share`` of the budget;
-    what the caps hold back comes after, in loss order.
+    language), a guard caps each k-means cluster of the utterance embeddings at
+    ``max_cluster_share`` of the budget; what the caps hold back comes after, in loss order.
+    The embeddings are the scorer's (the default scorer's: a teacher layer's, from the pass
+    that scores, so the teacher runs over the pool once), standardised and projected as in
+    :class:`selection.selectors.KCenterSelector`; a scorer that gives none falls back on the
+    units' (:attr:`selection.units.UnitSet.embeddings`).
 
     Parameters
     ----------
     scorer : callable
-        ``scorer(pool, ids, work_folder) -> (losses, cost)`` with ``settings()``; ``cost``
-        (a dict) goes into the diagnostics as ``selection_compute``.
+        ``scorer(pool, ids, work_folder) -> (losses, cost, embeddings or None)`` with
+        ``settings()``; ``cost`` (a dict) goes into the diagnostics as ``selection_compute``;
+        ``embeddings`` ``[len(ids), E]``.
     n_clusters : int
         Clusters of the guard.
     max_cluster_share : float
@@ -70,8 +73,6 @@ class DifficultySelector(Selector):
         Seed of the clustering.
     """
 
-    needs_embeddings = True
-
     def __init__(self, scorer, n_clusters=20, max_cluster_share=0.2, n_components=64, seed=0):
         if not 0 < max_cluster_share <= 1:
             raise ValueError(f"max_cluster_share must be in (0, 1], got {max_cluster_share}")
@@ -80,20 +81,30 @@ class DifficultySelector(Selector):
         self.max_cluster_share = float(max_cluster_share)
         self.n_components = None if n_components is None else int(n_components)
         self.seed = int(seed)
-        self.losses = None
+        self.losses = self.embeddings = None
 
     def prepare(self, pool, ids, work_folder):
         """Score the candidates with the scorer (cached by it in ``work_folder``)."""
-        losses, cost = self.scorer(pool, ids, work_folder)
+        losses, cost, embeddings = self.scorer(pool, ids, work_folder)
         self.losses = np.asarray(losses, dtype=np.float64)
         if self.losses.shape != (len(ids),) or not np.isfinite(self.losses).all():
             raise ValueError(f"the scorer gave {self.losses.shape} losses for {len(ids)} candidates "
                              f"({int((~np.isfinite(self.losses)).sum())} not finite)")
+        self.embeddings = None if embeddings is None else np.asarray(embeddings)
+        if self.embeddings is not None and (self.embeddings.ndim != 2 or len(self.embeddings) != len(ids)):
+            raise ValueError(f"the scorer gave embeddings of shape {self.embeddings.shape} for {len(ids)} candidates")
         self.diagnostics = {"selection_compute": dict(cost)}
 
     def clusters(self, units, rows):
-        """k-means label of every candidate's embedding."""
-        points, _, _ = reduce_embeddings(units.embeddings[rows], self.n_components, self.seed)
+        """k-means label of every candidate's embedding (the scorer's, else the units')."""
+        if self.embeddings is not None:
+            vectors = self.embeddings
+        elif units is not None and units.embeddings is not None:
+            vectors = units.embeddings[rows]
+        else:
+            raise ValueError("DifficultySelector's guard needs utterance embeddings: the scorer gave none and the "
+                             "units have none (extract the units again)")
+        points, _, _ = reduce_embeddings(vectors, self.n_components, self.seed)
         n_clusters = min(self.n_clusters, len(rows))
         kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=self.seed, n_init=3,
                                  batch_size=max(1024, n_clusters))
