@@ -161,6 +161,9 @@ class ProxyDifficultyScorer:
             self._train(teacher, proxy, layers, stats, rng, sample, paths, durations)
             trained = time.perf_counter()
             embedding_layer = thirds(teacher.num_layers)[1] if self.embedding_layer is None else self.embedding_layer
+            if not 0 <= embedding_layer <= teacher.num_layers:
+                raise ValueError(f"embedding_layer {embedding_layer}: the teacher {self.teacher_source} has hidden "
+                                 f"states 0 to {teacher.num_layers}")
             losses, embeddings = self._score(teacher, proxy, layers, stats, paths, durations, embedding_layer)
         crops = self.batch_size * (self.train_steps + self.stat_batches)
         cost = {"scored_hours": round(float(durations.sum() / 3600), 4),  # through the teacher and the proxy
