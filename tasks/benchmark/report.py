@@ -205,7 +205,8 @@ def interval_table(records, errors):
             values, _, seeds = stacked(rows, errors, split, LOSS)
             cells.append(MISSING if values is None else
                          "{:.4f} [{:.4f}, {:.4f}]".format(*rate_interval(values, scale=SCALES[LOSS])))
-        lines.append(f"| {selector} | {budget:g} | {len(rows)} | " + " | ".join(cells) + " |")
+        finished = sum(r["heldout_target"] is not None or r["heldout_in"] is not None for r in rows)
+        lines.append(f"| {selector} | {budget:g} | {finished} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
