@@ -65,8 +65,9 @@ def item_loss_sums(student, batches, cache, reference_stats, student_stats=None,
     sums = {}
     for ids, wavs, wav_lens in batches:
         predictions, frame_lengths = student(wavs, wav_lens)
-        targets = pad_sequence([cache.get(i) for i in ids], batch_first=True).permute(2, 0, 1, 3)  # [N, B, T, D]
-        cached_lengths = torch.tensor([cache.get(i).shape[0] for i in ids])
+        cached = [cache.get(i) for i in ids]  # [T, N, D] each, read once
+        targets = pad_sequence(cached, batch_first=True).permute(2, 0, 1, 3)  # [N, B, T, D]
+        cached_lengths = torch.tensor([item.shape[0] for item in cached])
         n_frames = min(predictions.shape[2], targets.shape[2])
         predictions, targets = predictions[:, :, :n_frames].float(), targets[:, :, :n_frames]
         if student_stats is not None:
