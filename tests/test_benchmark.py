@@ -158,14 +158,38 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
     assert found[("kmeans", "WER")]["verdict"] == "better" and found[("kmeans", "CER")]["verdict"] == "better"
     assert found[("dsir", "WER")]["verdict"] == "indistinguishable"
 
-    settings = {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE, "finished_cells": 5,
-                "total_cells": 6, "target_aware": ["kmeans", "dsir"], "baseline": "random"}
-    report.write_report(records, settings, tmp_path, errors)
-    md = (tmp_path / "results.md").read_text()
-    assert "| 10 | kmeans | WER asr_test_target | 2 (2) |" in md
-    assert json.loads((tmp_path / "results.json").read_text())["paired"] == json.loads(json.dumps(paired))
     intervals = statistics.selector_intervals(records, errors)
     assert intervals["kmeans"][10][3] == 2 and intervals["kmeans"][10][1] < intervals["kmeans"][10][0]
+
+    for seed in (1, 2):  # the full pool as good as kmeans: the best selector is no worse than it
+        name = f"full_s{seed}"
+        rates[name] = write_run(tmp_path / "asr" / name, references, 0.1, 10 + seed, split="asr_test_target")
+        row = cells.Row(name, "full", "full", 1.0, seed, 2, (), None)
+        records.append(report.row_record(row, {"asr": {"metrics": {"asr_test_target": rates[name]}}}))
+        errors[name] = statistics.cell_errors(tmp_path / "asr" / name)
+    vs_full = {(c["selector"], c["metric"]): c for c in statistics.paired_comparisons(records, errors, "full")}
+    assert set(vs_full) == {(s, k) for s in plan for k in ("WER", "CER")}
+    assert vs_full[("random", "WER")]["verdict"] == "worse" and vs_full[("kmeans", "WER")]["verdict"] != "worse"
+    everything = paired + list(vs_full.values())
+    mean_wer = {s: sum(rates[f"{s}_10pct_s{k}"]["WER"] for k in plan[s][1]) / len(plan[s][1]) for s in plan}
+    relative = 100 * (mean_wer["kmeans"] - mean_wer["random"]) / mean_wer["random"]
+    check = report.best_selector_checks(records, everything, "random")
+    assert len(check) == 1 and check[0].startswith(f"- 10 %: best selector kmeans (WER {mean_wer['kmeans']:.2f})")
+    assert f"{relative:+.1f} % relative: meets the 10 % target" in check[0] and check[0].endswith("no worse.")
+    assert f"{relative:+.1f} % relative: misses" in report.best_selector_checks(
+        records, everything, "random", relative_gain=-relative / 100 + 0.01)[0]
+    worse_full = [c | {"verdict": "worse"} if c["baseline"] == "full" else c for c in everything]
+    assert report.best_selector_checks(records, worse_full, "random")[0].endswith(": worse.")
+
+    settings = {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE, "finished_cells": 7,
+                "total_cells": 8, "target_aware": ["kmeans", "dsir"], "baseline": "random"}
+    report.write_report(records, settings, tmp_path, errors)
+    md = (tmp_path / "results.md").read_text()
+    assert "| 10 | kmeans | WER asr_test_target | 2 (2) |" in md and check[0] in md
+    saved = json.loads((tmp_path / "results.json").read_text())["paired"]
+    assert saved == json.loads(json.dumps([c for c in everything]))
+    wer_kmeans = statistics.selector_intervals(records, errors)["kmeans"][10]
+    assert f"| kmeans | 10 | 2 | {wer_kmeans[0]:.2f} [{wer_kmeans[1]:.2f}, {wer_kmeans[2]:.2f}] |" in md
 
 
 def write_heldout(folder, losses, domains):
@@ -260,14 +284,21 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
     assert "--selection=random" in by_name["random_again_5pct_s1234"].cells[0].argv
     assert "--selection=full" in by_name["full_s1234"].cells[0].argv
     for seed in (7, 8):  # the same features, the probe's seed
-        assert {f"--feature_folder={tmp_path / 'f_mfcc'}", f"--seed={seed}"} <= set(by_name[f"mfcc_s{seed}"].cells[0].argv)
+        argv = set(by_name[f"mfcc_s{seed}"].cells[0].argv)
+        assert {f"--feature_folder={tmp_path / 'f_mfcc'}", f"--seed={seed}"} <= argv
     assert not [a for a in by_name["teacher"].cells[0].argv if a.startswith("--seed=")]
     for cell in (distill, asr, spk):
         assert shlex.join(cell.argv[1:]) in printed
 
-    intrinsic, _ = cells.build_plan(config | {"probes": [], "budgets": [0.05, 0.2]})  # held-out loss only, no references
+    # the held-out loss only: no references
+    intrinsic, _ = cells.build_plan(config | {"probes": [], "budgets": [0.05, 0.2]})
     assert [row.name for row in intrinsic] == [n for n in names if n not in ("teacher", "mfcc_s7", "mfcc_s8")]
     assert all([cell.kind for cell in row.cells] == ["distill"] for row in intrinsic)
+    as_dry_run = config | {"budgets": [0.05, 0.2]}
+    by_selection_name, _ = cells.build_plan(as_dry_run | {"full_pool": "full"})  # --full_pool=full
+    assert [row.name for row in by_selection_name] == names
+    no_full = [row.name for row in cells.build_plan(as_dry_run | {"full_pool": None})[0]]
+    assert no_full == [n for n in names if not n.startswith("full_")] != names
     with pytest.raises(ValueError, match="probes: .*'wer'.* unknown"):
         cells.build_plan(config | {"probes": ["asr", "wer"]})
     with pytest.raises(ValueError, match="sets a key the benchmark sets itself"):
@@ -285,7 +316,7 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
 
 
-@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 12)])
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 9)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
 
@@ -312,7 +343,7 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
             checked.add(hparams["selection"])
     expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
                 "difficulty", "full"}
-    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir", "full"})
+    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir"})
 
 
 def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
@@ -352,7 +383,8 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     wer_target = {r["name"]: r["wer_target"] for r in results["rows"]}
     assert results["aggregate"][0]["difference"] == pytest.approx(
         wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
-    paired = {c["metric"]: c for c in results["paired"]}  # contrastive vs random, from the cells' wer files
+    paired = {c["metric"]: c for c in results["paired"]  # contrastive vs random, from the cells' wer files
+              if c["split"] == "asr_test_target" and c["baseline"] == "random"}
     assert paired["WER"]["selector"] == "contrastive" and paired["WER"]["difference"] == pytest.approx(
         wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])
     assert not (out / "probe_features" / "contrastive_10pct_s1234").exists()  # deleted once both probes finished

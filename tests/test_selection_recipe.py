@@ -87,6 +87,14 @@ def test_selection_file_builds_its_selector_and_units(path, tiny_hubert_dir):
         assert config["selector"].settings()["seed"] == 7  # the recipe's seed reaches seeded selectors
 
 
+def test_difficulty_proxy_seed_follows_the_seed_or_is_shared(tiny_hubert_dir):
+    teacher = {"teacher_source": str(tiny_hubert_dir)}
+    own = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, teacher, seed=7)
+    shared = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, {**teacher, "proxy_seed": 0}, seed=7)
+    assert own["selector"].scorer.seed == 7 and own["selector"].seed == 7
+    assert shared["selector"].scorer.seed == 0 and shared["selector"].seed == 7  # one proxy, the guard still seeded
+
+
 def test_selection_files_refuse_unknown_names_and_keys():
     with pytest.raises(FileNotFoundError, match=r"'nope': no file .*nope.yaml; choose from \['cluster'"):
         load_selection(SELECTION_FOLDER, "nope", {}, {}, seed=0)

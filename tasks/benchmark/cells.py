@@ -244,8 +244,9 @@ def build_plan(hp):
             spec = spec or {}
             for seed in spec.get("seeds") or hp["seeds"]:
                 students.append(student_row(hp, "subset", selector, spec, budget, seed))
-    if hp["full_pool"]:
-        spec = {"selection": "full", **hp["full_pool"]}
+    if hp["full_pool"]:  # a selection name (``--full_pool=full`` on the command line) or a row's mapping
+        spec = {"selection": hp["full_pool"]} if isinstance(hp["full_pool"], str) else \
+            {"selection": "full", **hp["full_pool"]}
         students += [student_row(hp, "full", "full", spec, 1.0, seed) for seed in spec.get("seeds") or hp["seeds"]]
     references = [row for name, spec in (hp["references"] or {}).items() if probe_kinds(hp)
                   for row in reference_rows(hp, name, spec)]

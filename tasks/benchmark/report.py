@@ -35,12 +35,20 @@ COLUMNS = [
 ]
 PANELS = [("heldout_target", "held-out distillation loss, asr_test_target"),
           ("heldout_in", "held-out distillation loss, asr_test_in"), ("wer_target", "WER on asr_test_target (%)"),
-          ("wer_in", "WER on asr_test_in (%)"), ("spk_accuracy", "speaker accuracy on spk_test (%)")]
-INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "wer_in": ("asr_test_in", "WER"),  # error bars
-                     "heldout_target": ("heldout_asr_test_target", LOSS), "heldout_in": ("heldout_asr_test_in", LOSS)}
+          ("cer_target", "CER on asr_test_target (%)"), ("wer_in", "WER on asr_test_in (%)"),
+          ("spk_accuracy", "speaker accuracy on spk_test (%)")]
+INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "cer_target": ("asr_test_target", "CER"),  # error bars
+                     "wer_in": ("asr_test_in", "WER"), "heldout_target": ("heldout_asr_test_target", LOSS),
+                     "heldout_in": ("heldout_asr_test_in", LOSS)}
 # the held-out loss comparisons of the report: (split in the errors, title)
 HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out audio"),
                     ("heldout_asr_test_in", "the other domains' held-out audio")]
+# the probe comparisons of the report: (ASR test split, title)
+PROBE_COMPARED = [("asr_test_target", "the target domain (asr_test_target)"),
+                  ("asr_test_in", "the other domains (asr_test_in)")]
+# the interval tables: (split in the errors, metric, column title)
+HELDOUT_INTERVALS = [(split, LOSS, title) for split, title in HELDOUT_COMPARED]
+PROBE_INTERVALS = [(split, kind, f"{kind} {split}") for split, _ in PROBE_COMPARED for kind in ("WER", "CER")]
 # the comparison of the report: WER as asked, CER because a short probe can leave WER near 100 %
 COMPARED = {"wer_target": "WER on asr_test_target", "cer_target": "CER on asr_test_target"}
 REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
@@ -191,23 +199,82 @@ def domain_table(records):
     return "\n".join(lines)
 
 
-def interval_table(records, errors):
-    """Held-out loss of every selector and budget (and the full pool) over its seeds, with its 95 % interval."""
+def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False):
+    """Each selector and budget (and the full pool) over its seeds, with 95 % intervals, as Markdown.
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`row_record` of every row.
+    errors : dict
+        ``{row name: {split: (ids, {metric: [N, 2]})}}`` of the finished cells.
+    columns : list of tuple
+        ``(split, metric, title)`` of each column: the held-out loss
+        (:data:`HELDOUT_INTERVALS`) or the probes' error rates (:data:`PROBE_INTERVALS`).
+    references : bool
+        Also a line per reference encoder (its probe seeds together).
+    """
     groups = {}
     for r in records:
-        if r["group"] != "reference":
+        if references or r["group"] != "reference":
             groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
-    lines = ["| selector | budget % | seeds | " + " | ".join(title for _, title in HELDOUT_COMPARED) + " |",
-             "|---|---|---|" + "---|" * len(HELDOUT_COMPARED)]
+    lines = ["| selector | budget % | seeds | " + " | ".join(title for _, _, title in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
     for (selector, budget), rows in groups.items():
-        cells = []
-        for split, _ in HELDOUT_COMPARED:
-            values, _, seeds = stacked(rows, errors, split, LOSS)
+        cells, seeds = [], 0
+        for split, kind, _ in columns:
+            values, _, used = stacked(rows, errors, split, kind)
+            seeds = max(seeds, len(used))
             cells.append(MISSING if values is None else
-                         "{:.4f} [{:.4f}, {:.4f}]".format(*rate_interval(values, scale=SCALES[LOSS])))
-        finished = sum(r["heldout_target"] is not None or r["heldout_in"] is not None for r in rows)
-        lines.append(f"| {selector} | {budget:g} | {finished} | " + " | ".join(cells) + " |")
+                         "{:.{d}f} [{:.{d}f}, {:.{d}f}]".format(*rate_interval(values, scale=SCALES[kind]),
+                                                                 d=4 if kind == LOSS else 2))
+        lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def best_selector_checks(records, paired, baseline, relative_gain=0.10, metric="WER", split="asr_test_target"):
+    """Per budget: the selector with the lowest mean ``metric`` on ``split``, against the full pool and ``baseline``.
+
+    The check of the question the benchmark is for: is the best selector no
+    worse than the full-pool student (its paired interval against the full
+    pool not above 0) and at least ``relative_gain`` better than
+    ``baseline``, relative to the baseline's rate, with the interval of
+    the difference excluding 0? The best selector is picked on these same
+    test utterances, so a close pass is optimistic.
+
+    Returns
+    -------
+    list of str
+        One Markdown line per budget where the best selector has a paired
+        comparison with the baseline.
+    """
+    column = {"WER": "wer", "CER": "cer"}[metric] + ("_target" if split == "asr_test_target" else "_in")
+    means = selector_means(records, column)
+    found = {(c["budget_pct"], c["selector"], c["baseline"]): c for c in paired
+             if c["metric"] == metric and c["split"] == split}
+    lines = []
+    for budget in sorted({b for per_budget in means.values() for b in per_budget}):
+        ranked = sorted((per_budget[budget], selector) for selector, per_budget in means.items()
+                        if budget in per_budget and selector != baseline)
+        if not ranked or (budget, ranked[0][1], baseline) not in found:
+            continue
+        rate, best = ranked[0]
+        vs_base, vs_full = found[(budget, best, baseline)], found.get((budget, best, "full"))
+        base_rate = means.get(baseline, {}).get(budget)
+        relative = vs_base["difference"] / base_rate if base_rate else float("nan")
+        gain_met = relative <= -relative_gain and vs_base["high"] < 0
+        text = (f"- {budget:g} %: best selector {best} ({metric} {rate:.2f}); vs {baseline} "
+                f"{vs_base['difference']:+.2f} [{vs_base['low']:+.2f}, {vs_base['high']:+.2f}] points, "
+                f"{100 * relative:+.1f} % relative: {'meets' if gain_met else 'misses'} the "
+                f"{100 * relative_gain:g} % target")
+        if vs_full is None:
+            text += "; vs the full pool: not available yet."
+        else:
+            no_worse = vs_full["verdict"] != "worse"
+            text += (f"; vs the full pool {vs_full['difference']:+.2f} [{vs_full['low']:+.2f}, "
+                     f"{vs_full['high']:+.2f}] ({vs_full['verdict']}): {'no worse' if no_worse else 'worse'}.")
+        lines.append(text)
+    return lines or [f"No selector and {baseline} have {metric} on {split} at the same budget yet."]
 
 
 def probe_spread(records):
@@ -237,7 +304,13 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
             sections += [f"### Held-out loss on {title}, each selector vs "
                          f"{'the full pool' if baseline == 'full' else baseline}", "",
                          comparisons_markdown(chosen, baseline), ""]
-    probe_paired = [c for c in paired if c["metric"] != LOSS]
+    probe_sections = []
+    for baseline in (settings["baseline"], "full"):
+        for split, title in PROBE_COMPARED:
+            chosen = [c for c in paired if c["baseline"] == baseline and c["split"] == split and c["metric"] != LOSS]
+            probe_sections += [f"### Probes on {title}, each selector vs "
+                               f"{'the full pool' if baseline == 'full' else baseline}", "",
+                               comparisons_markdown(chosen, baseline), ""]
     return "\n".join([
         f"# Selection benchmark `{settings['benchmark_name']}`", "",
         f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
@@ -263,11 +336,17 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "## The probes' own spread on a fixed encoder (seeds of the probe only)", "", *probe_spread(records), "",
         f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']} (probes)", "",
         *[f"- {c['text']}" for c in comparisons], "",
-        f"## Each selector vs {settings['baseline']}, paired on the ASR test utterances (probes)", "",
+        "## Probe error rates, mean over seeds with a 95 % bootstrap interval", "",
+        "Test utterances and seeds resampled (a reference's seeds are its probe's seeds).", "",
+        interval_table(records, errors or {}, PROBE_INTERVALS, references=True), "",
+        f"## The best selector vs {settings['baseline']} and the full pool (WER on asr_test_target)", "",
+        *best_selector_checks(records, paired, settings["baseline"]), "",
+        *best_selector_checks(records, paired, settings["baseline"], metric="CER"), "",
+        "## Paired comparisons of the probes", "",
         "Difference of the error rates (selector minus baseline, each the mean over its seeds; negative: fewer "
         "errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
         "separately); better / worse only when the interval excludes 0.", "",
-        comparisons_markdown(probe_paired, settings["baseline"]), "",
+        *probe_sections,
     ])
 
 
@@ -343,8 +422,10 @@ def write_report(records, settings, folder, errors=None):
     """
     comparisons = aggregate(records, settings["target_aware"], settings["baseline"])
     errors = errors or {}
-    paired = paired_comparisons(records, errors, settings["baseline"])
+    paired = []
     for baseline in (settings["baseline"], "full"):
+        for split, _ in PROBE_COMPARED:
+            paired += paired_comparisons(records, errors, baseline, split)
         for split, _ in HELDOUT_COMPARED:
             paired += paired_comparisons(records, errors, baseline, split, kinds=(LOSS,))
     atomic_write_text(folder / "results.md", markdown(records, comparisons, settings, paired, errors))
