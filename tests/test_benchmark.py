@@ -165,7 +165,7 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
         name = f"full_s{seed}"
         rates[name] = write_run(tmp_path / "asr" / name, references, 0.1, 10 + seed, split="asr_test_target")
         row = cells.Row(name, "full", "full", 1.0, seed, 2, (), None)
-        records.append(report.row_record(row, {"asr": {"metrics": {"asr_test_target": rates[name]}}}))
+        records.insert(0, report.row_record(row, {"asr": {"metrics": {"asr_test_target": rates[name]}}}))
         errors[name] = statistics.cell_errors(tmp_path / "asr" / name)
     vs_full = {(c["selector"], c["metric"]): c for c in statistics.paired_comparisons(records, errors, "full")}
     assert set(vs_full) == {(s, k) for s in plan for k in ("WER", "CER")}
@@ -190,6 +190,9 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
     assert saved == json.loads(json.dumps([c for c in everything]))
     wer_kmeans = statistics.selector_intervals(records, errors)["kmeans"][10]
     assert f"| kmeans | 10 | 2 | {wer_kmeans[0]:.2f} [{wer_kmeans[1]:.2f}, {wer_kmeans[2]:.2f}] |" in md
+    probe_table = md.split("## Probe error rates")[1].split("## The best selector")[0]
+    assert "| kmeans | 20 |" not in probe_table  # nothing finished: left out
+    assert probe_table.index("| dsir | 10 |") < probe_table.index("| full | 100 | 2 |")  # subsets first
 
 
 def write_heldout(folder, losses, domains):

@@ -215,7 +215,8 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
         Also a line per reference encoder (its probe seeds together).
     """
     groups = {}
-    for r in records:
+    order = {"subset": 0, "full": 1, "reference": 2}  # subsets by budget, the full pool, then the references
+    for r in sorted(records, key=lambda r: (order[r["group"]], r["budget_pct"] or 0)):
         if references or r["group"] != "reference":
             groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
     lines = ["| selector | budget % | seeds | " + " | ".join(title for _, _, title in columns) + " |",
@@ -228,7 +229,8 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
             cells.append(MISSING if values is None else
                          "{:.{d}f} [{:.{d}f}, {:.{d}f}]".format(*rate_interval(values, scale=SCALES[kind]),
                                                                  d=4 if kind == LOSS else 2))
-        lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | " + " | ".join(cells) + " |")
+        if seeds:  # rows with nothing finished are left out (the cell tables show them)
+            lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
