@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SYNTH_RECIPE
+from common.atomic import TEMP_MARK
 from corpora.synthdomains import engines, plan, prepare as synthdomains_prepare, texts
 
 
@@ -169,12 +170,15 @@ def test_killed_run_leaves_only_complete_files(tiny_corpus, tmp_path):
         [sys.executable, str(SYNTH_RECIPE / "synthdomains_prepare.py"), "--data_folder", str(data_folder),
          "--save_folder", str(tmp_path / "manifests"), "--scale", "0.01", "--n_jobs", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while len(list(data_folder.rglob("*.flac"))) < 3 and time.time() < deadline:
+    def final_files():  # a temporary file of the write under way (common.atomic) is not one
+        return [path for path in data_folder.rglob("*.flac") if TEMP_MARK not in path.name]
+
+    deadline = time.time() + 600  # generous: on loaded cores the first files come late
+    while len(final_files()) < 3 and time.time() < deadline:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished = list(data_folder.rglob("*.flac"))
+    finished = final_files()
     assert finished, "the run was killed before writing anything"
     for path in finished:
         audio, rate = sf.read(path)
