@@ -294,25 +294,28 @@ def probe_spread(records):
     return lines or ["No reference encoder has been probed with several seeds (`seeds` of a reference)."]
 
 
+def paired_sections(paired, baseline, compared, heading):
+    """Markdown sections of the paired comparisons: one per baseline (``baseline``, then the full pool) and split.
+
+    ``compared`` lists ``(split, title)``; a split names its measure (``heldout_*``
+    the held-out loss, the ASR test splits WER and CER), so each section holds that split's comparisons.
+    """
+    lines = []
+    for against in (baseline, "full"):
+        for split, title in compared:
+            chosen = [c for c in paired if c["baseline"] == against and c["split"] == split]
+            lines += [f"### {heading} {title}, each selector vs {'the full pool' if against == 'full' else against}",
+                      "", comparisons_markdown(chosen, against), ""]
+    return lines
+
+
 def markdown(records, comparisons, settings, paired=(), errors=None):
     """The whole ``results.md``."""
     subset = [r for r in records if r["group"] == "subset"]
     others = [r for r in records if r["group"] != "subset"]
     paired = list(paired)
-    sections = []
-    for baseline in (settings["baseline"], "full"):
-        for split, title in HELDOUT_COMPARED:
-            chosen = [c for c in paired if c["baseline"] == baseline and c["split"] == split]
-            sections += [f"### Held-out loss on {title}, each selector vs "
-                         f"{'the full pool' if baseline == 'full' else baseline}", "",
-                         comparisons_markdown(chosen, baseline), ""]
-    probe_sections = []
-    for baseline in (settings["baseline"], "full"):
-        for split, title in PROBE_COMPARED:
-            chosen = [c for c in paired if c["baseline"] == baseline and c["split"] == split and c["metric"] != LOSS]
-            probe_sections += [f"### Probes on {title}, each selector vs "
-                               f"{'the full pool' if baseline == 'full' else baseline}", "",
-                               comparisons_markdown(chosen, baseline), ""]
+    sections = paired_sections(paired, settings["baseline"], HELDOUT_COMPARED, "Held-out loss on")
+    probe_sections = paired_sections(paired, settings["baseline"], PROBE_COMPARED, "Probes on")
     return "\n".join([
         f"# Selection benchmark `{settings['benchmark_name']}`", "",
         f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
@@ -341,7 +344,7 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "## Probe error rates, mean over seeds with a 95 % bootstrap interval", "",
         "Test utterances and seeds resampled (a reference's seeds are its probe's seeds).", "",
         interval_table(records, errors or {}, PROBE_INTERVALS, references=True), "",
-        f"## The best selector vs {settings['baseline']} and the full pool (WER on asr_test_target)", "",
+        f"## The best selector vs {settings['baseline']} and the full pool (WER, then CER, on asr_test_target)", "",
         *best_selector_checks(records, paired, settings["baseline"]), "",
         *best_selector_checks(records, paired, settings["baseline"], metric="CER"), "",
         "## Paired comparisons of the probes", "",
