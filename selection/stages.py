@@ -150,8 +150,8 @@ def _logged_time(stage, rank, world_size):
 
 
 def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_settings, selector, output_folder,
-                  units_folder=None, budget_hours=None, budget_fraction=0.1, seed=0, rank=0, world_size=1,
-                  barrier=None):
+                  units_folder=None, budget_hours=None, budget_fraction=0.1, seed=0, units_seed=None, rank=0,
+                  world_size=1, barrier=None):
     """Select a subset of the pool under an hours budget; write and return it (cached stages).
 
     Parameters
@@ -184,7 +184,12 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     budget_fraction : float
         Share of the pool used when ``budget_hours`` is ``None``.
     seed : int
-        Seed of the k-means sample and fit; recorded in ``selection.json``.
+        The selection's seed, recorded in ``selection.json``; also the seed
+        of the k-means sample and fit unless ``units_seed`` is given.
+    units_seed : int, optional
+        A fixed seed for the k-means sample and fit: the codebook and units
+        (and the embeddings cached with them) are then shared by every
+        ``seed``, so one feature pass over the pool serves them all.
     rank, world_size : int
         This process and the number of processes sharing the unit extraction.
     barrier : callable, optional
@@ -228,7 +233,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     budget = resolve_budget(pool, budget_hours, budget_fraction)
 
     feature_settings = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
-    pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder, seed=seed, **unit_settings)
+    pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder,
+                            seed=seed if units_seed is None else units_seed, **unit_settings)
     if rank == 0:
         for folder in (output_folder, units_folder):  # what killed runs left half-written
             if folder.is_dir() and (removed := remove_temporaries(folder)):

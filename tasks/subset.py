@@ -9,7 +9,9 @@ the recipe gives. The recipes (selection, distillation, benchmark) name it by
 block: the same keys in every file, e.g. a dataset's codebook size) and
 ``selector_overrides`` (per method: ``{method: {knob: value}}``, applied when
 that method runs, so a dataset's hparams can tune several methods and still
-run any of them); their own hparams hold the
+run any of them). A selection file may fix ``units_seed`` (the k-means seed,
+otherwise the recipe's seed) when its selector does not read the units, so that
+every seed shares one feature pass. The recipes' own hparams hold the
 pool, target, budget and folders. Adding a selector is one class and one such file.
 """
 
@@ -77,4 +79,4 @@ def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None):
         hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], config["units"]["extractor"],
         config["units"]["unit_settings"], config["selector"], output_folder, units_folder=hparams["units_folder"],
         budget_hours=hparams["budget_hours"], budget_fraction=hparams["budget_fraction"], seed=hparams["seed"],
-        rank=rank, world_size=world_size, barrier=barrier)
+        units_seed=config.get("units_seed"), rank=rank, world_size=world_size, barrier=barrier)

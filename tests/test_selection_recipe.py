@@ -95,6 +95,29 @@ def test_difficulty_proxy_seed_follows_the_seed_or_is_shared(tiny_hubert_dir):
     assert shared["selector"].scorer.seed == 0 and shared["selector"].seed == 7  # one proxy, the guard still seeded
 
 
+def test_units_seed_shares_one_codebook_and_pass_between_seeds(tiny_corpus, tmp_path):
+    for seed in (3, 4):
+        for mode, fixed in (("own", {}), ("fixed", {"units_seed": 0})):
+            run_in_process(tiny_corpus, tmp_path / f"{mode}{seed}", tmp_path / f"{mode}_units",
+                           selector=RandomSelector(seed=seed), seed=seed, **fixed)
+    for mode, files in (("own", 2), ("fixed", 1)):  # a codebook and pool units per k-means seed
+        assert len(list((tmp_path / f"{mode}_units").glob("codebook-*"))) == files
+        assert len(list((tmp_path / f"{mode}_units").glob("units-pool-*"))) == files
+    records = {seed: json.loads((tmp_path / f"fixed{seed}" / "selection.json").read_text()) for seed in (3, 4)}
+    assert [records[s]["seed"] for s in (3, 4)] == [3, 4]
+    assert [records[s]["unit_settings"]["seed"] for s in (3, 4)] == [0, 0]
+    subsets = [load_selection_result(tmp_path / f"fixed{seed}").ids for seed in (3, 4)]
+    assert subsets[0] != subsets[1]  # the selector still follows the selection's seed
+
+
+@pytest.mark.parametrize("name", ["kcenter", "difficulty"])
+def test_selectors_that_ignore_the_units_fix_their_seed(name, tiny_hubert_dir):
+    teacher = {"teacher_source": str(tiny_hubert_dir)} if name == "difficulty" else {}
+    units = {**TINY_UNITS, "source": str(tiny_hubert_dir), "layer": 1} if name == "kcenter" else TINY_UNITS
+    config = load_selection(SELECTION_FOLDER, name, units, teacher, seed=7)
+    assert config["units_seed"] == 0 and config["selector"].seed == 7
+
+
 def test_selection_files_refuse_unknown_names_and_keys():
     with pytest.raises(FileNotFoundError, match=r"'nope': no file .*nope.yaml; choose from \['cluster'"):
         load_selection(SELECTION_FOLDER, "nope", {}, {}, seed=0)
@@ -341,5 +364,6 @@ def test_durations_that_disagree_with_the_audio_stop_the_run(tiny_corpus, tmp_pa
     zeroed = [",".join([row.split(",")[0], "0.0", *row.split(",")[2:]]) for row in rows[1:4]]
     pool = tmp_path / "pool.csv"
     pool.write_text(rows[0] + "".join(zeroed) + "".join(rows[4:]))
-    with pytest.raises(ManifestError, match=rf"pool.csv: 3 durations disagree with the audio .*{wrong[0]}: manifest 0.00 s"):
+    message = rf"pool.csv: 3 durations disagree with the audio .*{wrong[0]}: manifest 0.00 s"
+    with pytest.raises(ManifestError, match=message):
         run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", pool_manifest=pool)
