@@ -62,11 +62,14 @@ def item_loss_sums(student, batches, cache, reference_stats, student_stats=None,
     {'a': (1.253, 4), 'b': (0.627, 2)}
     """
     student.eval()
+    device = next(iter(student.parameters()), torch.empty(0)).device  # the student runs where it is
     sums = {}
     for ids, wavs, wav_lens in batches:
+        if wavs is not None:
+            wavs, wav_lens = wavs.to(device), wav_lens.to(device)
         predictions, frame_lengths = student(wavs, wav_lens)
         cached = [cache.get(i) for i in ids]  # [T, N, D] each, read once
-        targets = pad_sequence(cached, batch_first=True).permute(2, 0, 1, 3)  # [N, B, T, D]
+        targets = pad_sequence(cached, batch_first=True).permute(2, 0, 1, 3).to(predictions.device)  # [N, B, T, D]
         cached_lengths = torch.tensor([item.shape[0] for item in cached])
         n_frames = min(predictions.shape[2], targets.shape[2])
         predictions, targets = predictions[:, :, :n_frames].float(), targets[:, :, :n_frames]
@@ -76,7 +79,7 @@ def item_loss_sums(student, batches, cache, reference_stats, student_stats=None,
         losses = l1_cosine_frames(standardise(predictions, reference_stats), standardise(targets, reference_stats),
                                   cos_weight).mean(0)  # [B, T]
         lengths = torch.minimum(frame_lengths.cpu(), cached_lengths).clamp(max=n_frames)
-        mask = frame_mask(lengths, n_frames).to(losses.dtype)
+        mask = frame_mask(lengths, n_frames).to(losses.device, losses.dtype)
         for utt_id, total, frames in zip(ids, (losses * mask).sum(1).tolist(), lengths.tolist()):
             sums[utt_id] = (total, int(frames))
     return sums

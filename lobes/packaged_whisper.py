@@ -173,6 +173,35 @@ def ensure_packaged_whisper(name, parent, packaged=None):
     return folder
 
 
+def ensure_packaged_folder(source):
+    """Convert the packaged Whisper model that ``source`` names (by its folder name) when missing.
+
+    For recipes whose teacher may be a packaged model or anything else
+    (``build_teacher: !name:lobes.packaged_whisper.ensure_packaged_folder``).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A teacher folder, hub id or ``mfcc``; only a folder named after a
+        :data:`PACKAGED_WHISPER` entry (``<parent>/<distribution>-<version>``) is acted on.
+
+    Returns
+    -------
+    bool
+        Whether ``source`` is such a folder (now complete).
+
+    Example
+    -------
+    >>> ensure_packaged_folder("microsoft/wavlm-base-plus")
+    False
+    """
+    names = {model.folder_name: name for name, model in PACKAGED_WHISPER.items()}
+    if Path(source).name not in names:
+        return False
+    ensure_packaged_whisper(names[Path(source).name], Path(source).parent)
+    return True
+
+
 class _ConvertedMeanwhile(Exception):
     """The folder was completed by another process during this conversion."""
 

@@ -26,13 +26,27 @@ DATA_FILE = "targets.f16"
 INDEX_FILE = "index.json"
 
 
+def module_device(module):
+    """The device of a module's first parameter or buffer (``cpu`` for a module with neither).
+
+    Example
+    -------
+    >>> module_device(torch.nn.Linear(2, 2)), module_device(torch.nn.Identity())
+    (device(type='cpu'), device(type='cpu'))
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def build_target_cache(teacher, batches, layers, folder, total=None, desc="teacher targets"):
     """Run the teacher over ``batches`` and store the chosen layers.
 
     Parameters
     ----------
     teacher : lobes.encoder.FrozenTeacher
-        Any module returning ``(hidden [L+1, B, T, D], frame_lengths)``.
+        Any module returning ``(hidden [L+1, B, T, D], frame_lengths)``; it
+        runs where it is (the batches are moved to its device).
     batches : iterable of (list of str, torch.Tensor, torch.Tensor)
         ``(ids, wavs [B, S], wav_lens [B])``: the items to store, by ID
         (whole utterances, or crops with IDs of their own).
@@ -50,9 +64,11 @@ def build_target_cache(teacher, batches, layers, folder, total=None, desc="teach
     TargetCache
     """
 
+    device = module_device(teacher)
+
     def named(wavs, wav_lens):
-        hidden, frame_lengths = teacher(wavs, wav_lens)
-        return {"hidden": hidden}, frame_lengths
+        hidden, frame_lengths = teacher(wavs.to(device), wav_lens.to(device))
+        return {"hidden": hidden}, frame_lengths.cpu()
 
     return build_target_caches(named, batches, {"hidden": (layers, folder)}, total, desc)["hidden"]
 

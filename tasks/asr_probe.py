@@ -154,7 +154,7 @@ def main(argv):
     started = time.time()
     hparams, run_opts = start_experiment(argv, process_group=False)
     torch.set_num_threads(hparams["torch_threads"])
-    encoder, fingerprint = load_probe_encoder(hparams)
+    encoder, fingerprint = load_probe_encoder(hparams, run_opts.device)
     splits = [hparams["train_split"], hparams["valid_split"], *hparams["test_splits"]]
     caches = None
     if hparams["cache_features"]:

@@ -26,6 +26,7 @@ torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>
 
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -39,7 +40,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from common.audio import SAMPLE_RATE, load_audio
 from common.manifest import check_durations, load_dataset, read_manifest
 from lobes.crops import random_aligned_crop
-from lobes.encoder import frame_mask
+from lobes.encoder import checked_source, frame_mask
 from lobes.feature_cache import encoder_fingerprint
 from lobes.segments import SegmentSchedule, segment_rows
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
@@ -271,6 +272,38 @@ def target_statistics(hparams, train_cache):
     return mean, std.clamp(min=1e-5)
 
 
+def schedule_steps(hparams, steps_per_epoch):
+    """Optimizer steps of the whole run; with ``total_steps`` the epoch count is derived from it.
+
+    ``total_steps`` (e.g. DistilHuBERT's 200k) makes a run's length the same
+    whatever its subset's size: the epoch counter's limit becomes
+    ``ceil(total_steps / steps_per_epoch)``, so the run takes ``total_steps``
+    rounded up to whole epochs. Without it, ``number_of_epochs`` epochs.
+
+    Example
+    -------
+    >>> from speechbrain.utils.epoch_loop import EpochCounter
+    >>> hparams = {"total_steps": 1000, "number_of_epochs": 170, "epoch_counter": EpochCounter(170)}
+    >>> schedule_steps(hparams, 300), hparams["epoch_counter"].limit
+    (1200, 4)
+    """
+    if hparams.get("total_steps") is None:
+        return steps_per_epoch * hparams["number_of_epochs"]
+    hparams["epoch_counter"].limit = math.ceil(hparams["total_steps"] / steps_per_epoch)
+    return steps_per_epoch * hparams["epoch_counter"].limit
+
+
+def check_manifests(hparams):
+    """Stop before anything is selected or trained when a split the run reads later is missing."""
+    folder = Path(hparams["manifest_folder"])
+    needed = [hparams["valid_split"], *(hparams["heldout_splits"] or [])]
+    missing = [str(folder / f"{split}.csv") for split in needed if not (folder / f"{split}.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} missing: valid_split and heldout_splits name manifests of "
+                                f"manifest_folder ({folder}); set them to splits that exist (e.g. "
+                                "--heldout_splits=[] to skip the held-out loss)")
+
+
 def selector_minutes(selection_folder):
     """Minutes the selector took when the subset was selected (``selection.json``); ``None`` for the whole pool."""
     record = Path(selection_folder) / "selection.json"
@@ -287,14 +320,18 @@ def main(argv):
         raise ValueError("steps_per_epoch draws fixed segments: set segment_seconds too (e.g. --segment_seconds=2.0)")
     if hparams["build_teacher"] is not None:
         run_on_main(hparams["build_teacher"])
+    checked_source(hparams["teacher_source"])  # a mistyped folder stops here, before any selection
+    check_manifests(hparams)
     request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
                                              "budget_fraction", "seed", "teacher_source")}
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
     # under torchrun every process extracts its shard of the units; one fits k-means and selects
     selection_folder = Path(hparams["output_folder"]) / "selection"
-    subset_csv, _ = select_subset(hparams, selection_folder, **process_share())
+    subset_csv, _ = select_subset(hparams, selection_folder, device=run_opts.device, **process_share())
+    if hparams.get("export_subset") is not None:
+        run_on_main(hparams["export_subset"], args=[subset_csv, selection_folder])
 
-    teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.get("device", "cpu"))
+    teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.device)
     student = hparams["student_class"](teacher)
     train, valid = load_datasets(hparams, subset_csv, teacher)
     subset = read_manifest(subset_csv)
@@ -321,7 +358,7 @@ def main(argv):
     if schedule is not None:  # the schedule draws the items (and replaces shuffling)
         train_loader_kwargs.update(sampler=schedule, shuffle=False)
     examples = len(train) if schedule is None else len(schedule)
-    steps = optimizer_steps_per_epoch(examples, hparams["batch_size"], run_opts) * hparams["number_of_epochs"]
+    steps = schedule_steps(hparams, optimizer_steps_per_epoch(examples, hparams["batch_size"], run_opts))
     hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
         hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
     brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,

@@ -1,5 +1,6 @@
 """What every task's ``main`` does first (command line, hparams, data) and last (its results file)."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -8,7 +9,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import infer_device, run_on_main
 
 from common.atomic import atomic_write_text
 from common.hashing import file_sha256
@@ -23,7 +24,12 @@ logger = logging.getLogger(__name__)
 def start_experiment(argv, process_group=True):
     """Parse ``argv`` (``hparams.yaml --key=value ...``), load the hparams and make the output folder.
 
-    Then runs the dataset's preparation (``prepare_data``) on the main process.
+    The run's device is resolved here, once, as the Brain would (``--device``,
+    else ``cuda:<LOCAL_RANK>`` when a GPU is present, else ``cpu``), so that
+    every stage that runs a model before or after training (selection units,
+    the difficulty proxy, teacher targets, held-out loss, probe features) uses
+    the device the training does. Then runs the dataset's preparation
+    (``prepare_data``) on the main process.
 
     Parameters
     ----------
@@ -43,16 +49,30 @@ def start_experiment(argv, process_group=True):
         hparams = load_hyperpyyaml(handle, overrides)
     if process_group:
         run_opts = init_process_group(run_opts)
+    run_opts = with_device(run_opts)
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
     run_on_main(hparams["prepare_data"])
     return hparams, run_opts
 
 
-def load_probe_encoder(hparams):
-    """A probe's frozen encoder (``encoder_source``, made ready by ``prepare_encoder``) and its fingerprint."""
+def with_device(run_opts):
+    """``run_opts`` with ``device`` set: the one given, or SpeechBrain's guess (``infer_device``).
+
+    Example
+    -------
+    >>> import speechbrain as sb
+    >>> with_device(sb.parse_arguments(["x.yaml", "--device=cpu:0"])[1]).device
+    'cpu:0'
+    """
+    device = run_opts.device or infer_device()
+    return dataclasses.replace(run_opts, device=device, overridden_args=run_opts.overridden_args | {"device"})
+
+
+def load_probe_encoder(hparams, device="cpu"):
+    """A probe's frozen encoder (``encoder_source``, made ready by ``prepare_encoder``) on ``device``, and its fingerprint."""
     if hparams["prepare_encoder"] is not None:
         run_on_main(hparams["prepare_encoder"])
-    encoder = load_encoder(hparams["encoder_source"])
+    encoder = load_encoder(hparams["encoder_source"]).to(device)
     return encoder, encoder_fingerprint(encoder)
 
 

@@ -6,7 +6,9 @@ preparation (when missing), features -> k-means -> units of the pool and the
 target, selection, outputs (``subset.csv``, s3prl and fairseq lists,
 ``selection.json``, ``report.png``) in ``<output_folder>``. Re-running the same
 command resumes. The method is a selection file (``--selection=<name>``: see
-:mod:`tasks.subset`).
+:mod:`tasks.subset`). Selectors that run a teacher use the recipe's
+``teacher_source`` (built first by ``build_teacher`` when the hparams name one
+and the selection runs a teacher) on the run's device (``--device``, or CUDA when present).
 
 Usage
 -----
@@ -32,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv):
-    hparams, _ = start_experiment(argv)
-    subset, result = select_subset(hparams, hparams["output_folder"], **process_share())
+    hparams, run_opts = start_experiment(argv)
+    subset, result = select_subset(hparams, hparams["output_folder"], device=run_opts.device, **process_share())
     if result is None:
         logger.info("selection '%s' selects nothing: the subset is the whole pool, %s", hparams["selection"], subset)
     elif if_main_process():

@@ -246,7 +246,7 @@ def main(argv):
     started = time.time()
     hparams, run_opts = start_experiment(argv, process_group=False)
     torch.set_num_threads(hparams["torch_threads"])
-    encoder, fingerprint = load_probe_encoder(hparams)
+    encoder, fingerprint = load_probe_encoder(hparams, run_opts.device)
     caches = None
     if hparams["cache_features"]:
         run_on_main(compute_features, args=[hparams, encoder, fingerprint])

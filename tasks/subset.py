@@ -12,12 +12,20 @@ that method runs, so a dataset's hparams can tune several methods and still
 run any of them). A selection file may fix ``units_seed`` (the k-means seed,
 otherwise the recipe's seed) when its selector does not read the units, so that
 every seed shares one feature pass. The recipes' own hparams hold the
-pool, target, budget and folders. Adding a selector is one class and one such file.
+pool, target, budget, teacher and folders. Adding a selector is one class and one such file.
+
+Keys a recipe gives (:data:`RECIPE_KEYS`): a selection or units file declares
+them with ``!PLACEHOLDER`` when it needs them (``seed``; ``teacher_source`` and
+``device`` for the files that run a teacher), and they are filled from the
+recipe, never from the overrides: the teacher a recipe names is the teacher
+every stage of it uses, on the device the run resolved.
 """
 
+import re
 from pathlib import Path
 
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
 
 from selection.stages import run_selection
 
@@ -31,7 +39,39 @@ def selection_file(folder, name):
     return path
 
 
-def load_selection(folder, name, units_overrides, selector_overrides, seed):
+RECIPE_KEYS = ("seed", "teacher_source", "device")
+
+
+def declared_keys(path):
+    """The top-level keys of a YAML file (the names left of ``:`` on unindented lines)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z_][\w]*)\s*:", text, flags=re.MULTILINE))
+
+
+def recipe_values(path, given, overrides):
+    """The recipe's values of the :data:`RECIPE_KEYS` that the file at ``path`` declares.
+
+    Raises
+    ------
+    ValueError
+        When ``overrides`` set one of them (they are the recipe's), or when the
+        file needs one the recipe left empty.
+    """
+    declared = declared_keys(path)
+    overridden = sorted(set(overrides) & set(RECIPE_KEYS) & declared)
+    if overridden:
+        raise ValueError(f"{path}: {overridden} come from the recipe (e.g. --teacher_source=..., --device=...), "
+                         "not from units_overrides / selector_overrides")
+    values = {key: given[key] for key in RECIPE_KEYS if key in declared}
+    missing = sorted(key for key, value in values.items() if value is None)
+    if missing:
+        raise ValueError(f"{path} runs a teacher: the recipe must set {missing} (e.g. --teacher_source=<hub id or "
+                         "folder>)")
+    return values
+
+
+def load_selection(folder, name, units_overrides, selector_overrides, seed, teacher_source=None, device="cpu",
+                   build_teacher=None):
     """The objects of a selection file, its ``units`` replaced by those of its units file.
 
     Parameters
@@ -47,6 +87,15 @@ def load_selection(folder, name, units_overrides, selector_overrides, seed):
         Keys of the selection file to change.
     seed : int
         The recipe's seed (the selection file's ``seed``).
+    teacher_source : str, optional
+        The recipe's teacher (hub id or folder), for files that run one
+        (teacher-layer units, the difficulty proxy).
+    device : str
+        Where those files run their models (the device the recipe resolved).
+    build_teacher : callable, optional
+        Makes ``teacher_source`` ready (e.g. converts a packaged teacher);
+        called on the main process, only when one of the two files runs a
+        teacher, before its model is loaded.
 
     Returns
     -------
@@ -55,24 +104,35 @@ def load_selection(folder, name, units_overrides, selector_overrides, seed):
         ``unit_settings``, ...) and the file's other keys. A key of either
         override that the file lacks is an error.
     """
-    with open(selection_file(folder, name), encoding="utf-8") as handle:
-        config = load_hyperpyyaml(handle, {**selector_overrides, "seed": seed})
-    with open(selection_file(Path(folder) / "units", config["units"]), encoding="utf-8") as handle:
-        config["units"] = load_hyperpyyaml(handle, units_overrides)
+    given = {"seed": seed, "teacher_source": None if teacher_source is None else str(teacher_source),
+             "device": str(device)}
+    path = selection_file(folder, name)
+    with open(path, encoding="utf-8") as handle:
+        config = load_hyperpyyaml(handle, {**selector_overrides, **recipe_values(path, given, selector_overrides)})
+    units_path = selection_file(Path(folder) / "units", config["units"])
+    runs_teacher = "teacher_source" in declared_keys(path) | declared_keys(units_path)
+    if runs_teacher and build_teacher is not None:
+        run_on_main(build_teacher)
+    with open(units_path, encoding="utf-8") as handle:
+        config["units"] = load_hyperpyyaml(handle, {**units_overrides,
+                                                    **recipe_values(units_path, given, units_overrides)})
     return config
 
 
-def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None):
+def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, device="cpu"):
     """Run the recipe's selection; returns ``(subset manifest path, SelectionResult or None)``.
 
     Reads the recipe keys ``selection``, ``selection_folder``, ``units_overrides``,
-    ``selector_overrides``, ``seed``, ``pool_manifest``, ``target_manifest``, ``data_folder``, ``units_folder``,
-    ``budget_hours`` and ``budget_fraction``. The whole pool (``selector: null``)
-    is its own manifest; nothing is computed.
+    ``selector_overrides``, ``seed``, ``teacher_source``, ``pool_manifest``, ``target_manifest``,
+    ``data_folder``, ``units_folder``, ``budget_hours`` and ``budget_fraction``, and
+    ``build_teacher`` when the selection runs a teacher; models run on ``device``. The whole
+    pool (``selector: null``) is its own manifest; nothing is computed.
     """
     name = hparams["selection"]
     config = load_selection(hparams["selection_folder"], name, hparams["units_overrides"],
-                            hparams["selector_overrides"].get(name, {}), hparams["seed"])
+                            hparams["selector_overrides"].get(name, {}), hparams["seed"],
+                            teacher_source=hparams.get("teacher_source"), device=device,
+                            build_teacher=hparams.get("build_teacher"))
     if config["selector"] is None:
         return Path(hparams["pool_manifest"]), None
     return run_selection(

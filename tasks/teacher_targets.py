@@ -10,7 +10,7 @@ import speechbrain as sb
 
 from common.audio import load_audio
 from common.hashing import files_state, settings_hash
-from lobes.target_cache import build_target_caches
+from lobes.target_cache import build_target_caches, module_device
 
 
 def load_item(wav, start=None, stop=None):
@@ -61,12 +61,15 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
     if with_cnn:
         outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
 
+    device = module_device(teacher)  # the teacher runs where it was placed (the run's device)
+
     def teacher_outputs(wavs, wav_lens):
+        wavs, wav_lens = wavs.to(device), wav_lens.to(device)
         if not with_cnn:
             hidden, frame_lengths = teacher(wavs, wav_lens)
-            return {"targets": hidden}, frame_lengths
+            return {"targets": hidden}, frame_lengths.cpu()
         hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
-        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths
+        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths.cpu()
 
     batches, total = item_batches(dataset, hparams["cache_batch_size"])
     desc = "teacher targets" + (" and CNN features" if with_cnn else "")

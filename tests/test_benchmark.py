@@ -339,10 +339,8 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
             units, selector = hparams["units_overrides"], hparams["selector_overrides"].get(method, {})
             text = (folder / f"{method}.yaml").read_text()
             if "units: teacher_layer" in text:
-                units = {**units, "source": str(tiny_whisper_dir), "layer": 1}
-            if "teacher_source:" in text:
-                selector = {**selector, "teacher_source": str(tiny_whisper_dir)}
-            load_selection(folder, method, units, selector, hparams["seed"])
+                units = {**units, "layer": 1}
+            load_selection(folder, method, units, selector, hparams["seed"], teacher_source=tiny_whisper_dir)
             checked.add(hparams["selection"])
     expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
                 "difficulty", "full"}

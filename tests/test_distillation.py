@@ -30,15 +30,14 @@ SELECTIONS = sorted(p.stem for p in (RECIPE.parents[1] / "selection").glob("*.ya
 
 
 def tiny_selection(selection, teacher_dir):
-    """Small k-means; teacher-layer units and a selector's own teacher are the tiny teacher's (a short proxy)."""
+    """Small k-means, a short proxy; teacher-layer units and the proxy follow the recipe's (tiny) teacher."""
     text = (RECIPE.parents[1] / "selection" / f"{selection}.yaml").read_text()
     units = "n_clusters: 20, fit_hours: 0.02"
     if "units: teacher_layer" in text:
-        units += f", source: {teacher_dir}, layer: 1"
+        units += ", layer: 1"
     overrides = [f"--units_overrides={{{units}}}"]
-    if "teacher_source:" in text:
-        overrides.append(f"--selector_overrides={{{selection}: {{teacher_source: {teacher_dir}, train_steps: 2, "
-                         "sample_hours: 0.005}}")
+    if "train_steps:" in text:
+        overrides.append(f"--selector_overrides={{{selection}: {{train_steps: 2, sample_hours: 0.005}}}}")
     return overrides
 
 

@@ -39,7 +39,7 @@ def test_librispeech_distillation_fp16_over_the_gpus(fake_librispeech, tiny_hube
                f"--teacher_source={tiny_hubert_dir}", f"--output_folder={output}",
                f"--units_folder={tmp_path / 'units'}", "--units_overrides={n_clusters: 8, fit_hours: 0.01}",
                "--budget_fraction=0.5", "--num_workers=0", "--batch_size=2", "--crop_seconds=1.0",
-               "--valid_utterances=2", "--target_layers=[1,2]", "--student_layers=1", "--number_of_epochs=2",
+               "--valid_utterances=2", "--target_layers=[1,2]", "--student_layers=1", "--total_steps=null", "--number_of_epochs=2",
                "--precision=fp16"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

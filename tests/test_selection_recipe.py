@@ -77,9 +77,8 @@ def test_every_selection_file_is_known_here():
 def test_selection_file_builds_its_selector_and_units(path, tiny_hubert_dir):
     text = path.read_text()
     teacher_layer = "units: teacher_layer" in text
-    units = {**TINY_UNITS, **({"source": str(tiny_hubert_dir), "layer": 1} if teacher_layer else {})}
-    selector = {"teacher_source": str(tiny_hubert_dir)} if "teacher_source:" in text else {}
-    config = load_selection(SELECTION_FOLDER, path.stem, units, selector, seed=7)
+    units = {**TINY_UNITS, **({"layer": 1} if teacher_layer else {})}
+    config = load_selection(SELECTION_FOLDER, path.stem, units, {}, seed=7, teacher_source=tiny_hubert_dir)
     assert type(config["selector"]) is SELECTORS[path.stem]
     assert config["units"]["unit_settings"]["n_clusters"] == 16 and config["seed"] == 7
     assert config["units"]["extractor"].settings()["kind"] == ("ssl" if teacher_layer else "mfcc")
@@ -88,9 +87,9 @@ def test_selection_file_builds_its_selector_and_units(path, tiny_hubert_dir):
 
 
 def test_difficulty_proxy_seed_follows_the_seed_or_is_shared(tiny_hubert_dir):
-    teacher = {"teacher_source": str(tiny_hubert_dir)}
-    own = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, teacher, seed=7)
-    shared = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, {**teacher, "proxy_seed": 0}, seed=7)
+    own = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, {}, seed=7, teacher_source=tiny_hubert_dir)
+    shared = load_selection(SELECTION_FOLDER, "difficulty", TINY_UNITS, {"proxy_seed": 0}, seed=7,
+                            teacher_source=tiny_hubert_dir)
     assert own["selector"].scorer.seed == 7 and own["selector"].seed == 7
     assert shared["selector"].scorer.seed == 0 and shared["selector"].seed == 7  # one proxy, the guard still seeded
 
@@ -112,9 +111,8 @@ def test_units_seed_shares_one_codebook_and_pass_between_seeds(tiny_corpus, tmp_
 
 @pytest.mark.parametrize("name", ["kcenter", "difficulty"])
 def test_selectors_that_ignore_the_units_fix_their_seed(name, tiny_hubert_dir):
-    teacher = {"teacher_source": str(tiny_hubert_dir)} if name == "difficulty" else {}
-    units = {**TINY_UNITS, "source": str(tiny_hubert_dir), "layer": 1} if name == "kcenter" else TINY_UNITS
-    config = load_selection(SELECTION_FOLDER, name, units, teacher, seed=7)
+    units = {**TINY_UNITS, "layer": 1} if name == "kcenter" else TINY_UNITS
+    config = load_selection(SELECTION_FOLDER, name, units, {}, seed=7, teacher_source=tiny_hubert_dir)
     assert config["units_seed"] == 0 and config["selector"].seed == 7
 
 
@@ -315,7 +313,9 @@ def test_ssl_teacher_layer_features(tiny_corpus, tiny_hubert_dir, tmp_path):
     pool.write_text("".join((tiny_corpus["save_folder"] / "pool.csv").read_text().splitlines(True)[:21]))
     overrides = {**corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units", selection="contrastive_ssl"),
                  "pool_manifest": str(pool), "selection_folder": str(SELECTION_FOLDER)}
-    overrides["units_overrides"] = {**TINY_UNITS, "source": str(tiny_hubert_dir), "layer": 1}
+    overrides["units_overrides"] = {**TINY_UNITS, "layer": 1}
+    overrides["teacher_source"] = str(tiny_hubert_dir)
+    overrides["build_teacher"] = None
     hparams = load_hparams(HPARAMS, overrides)
     _, result = select_subset(hparams, hparams["output_folder"])
     record = json.loads((tmp_path / "out" / "selection.json").read_text())

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from lobes.packaged_whisper import PACKAGED_WHISPER, ensure_packaged_whisper
+from lobes.packaged_whisper import ensure_packaged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -25,37 +25,6 @@ TORCHRUN_VARIABLES = {"RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "WORLD_SI
                       "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
                       "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID",
                       "TORCHELASTIC_USE_AGENT_STORE", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
-
-
-def ensure_packaged_teacher(source):
-    """Convert the packaged Whisper model that ``source`` names (by its folder name) when missing.
-
-    Parameters
-    ----------
-    source : str or os.PathLike
-        A teacher folder, hub id or ``mfcc``; only a folder named after a
-        :data:`lobes.packaged_whisper.PACKAGED_WHISPER` entry is acted on.
-
-    Returns
-    -------
-    bool
-        Whether ``source`` is such a folder (now complete).
-    """
-    names = {model.folder_name: name for name, model in PACKAGED_WHISPER.items()}
-    if Path(source).name not in names:
-        return False
-    ensure_packaged_whisper(names[Path(source).name], Path(source).parent)
-    return True
-
-
-def packaged_teacher_folder(source):
-    """``source``, converted first when it names a missing packaged Whisper folder.
-
-    For hparams that build a model from the folder while they load, e.g.
-    ``ssl_source: !apply:corpora.synthdomains.offline_teacher.packaged_teacher_folder [<folder>]``.
-    """
-    ensure_packaged_teacher(source)
-    return str(source)
 
 
 def pretrain_teacher(source, offline_teacher, hparams_file, output_folder, overrides=()):
@@ -75,7 +44,7 @@ def pretrain_teacher(source, offline_teacher, hparams_file, output_folder, overr
     overrides : sequence of str
         ``--key=value`` arguments for the pretraining (the corpus keys).
     """
-    if ensure_packaged_teacher(source) or str(source) != str(offline_teacher) or Path(source).exists():
+    if ensure_packaged_folder(source) or str(source) != str(offline_teacher) or Path(source).exists():
         return
     logger.info("teacher %s missing: pretraining it with %s (done once)", source, hparams_file)
     started = time.time()
@@ -100,7 +69,7 @@ def prepare_encoder(source, offline_teacher, build_command):
     build_command : str
         The command that builds it, for the error message.
     """
-    if ensure_packaged_teacher(source):
+    if ensure_packaged_folder(source):
         return
     if str(source) == str(offline_teacher) and not Path(source).exists():
         raise FileNotFoundError(f"{source} not found: build the offline teacher first with `{build_command}`, "
