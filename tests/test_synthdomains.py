@@ -189,3 +189,36 @@ def test_killed_run_leaves_only_complete_files(tiny_corpus, tmp_path):
 def test_an_engine_that_hangs_is_a_counted_failure_not_a_crash():
     with pytest.raises(engines.SynthesisError, match="did not finish within 1 s"):
         engines._run(["sleep", "5"], timeout=1)
+
+
+def test_progress_bar_counts_expected_work_so_its_eta_holds(tmp_path, monkeypatch):
+    """Each utterance advances the bar by its expected CPU time: a Kokoro sentence weighs ~100 espeak ones."""
+    jobs = [({"ID": f"{engine}-{i}", "text": "one two three four five", "voice": {"engine": engine}},
+             str(tmp_path / f"{engine}-{i}.flac"), 0) for engine in ("kokoro", "espeak") for i in range(3)]
+    (tmp_path / "espeak-0.flac").touch()  # made by an earlier run: counted as done from the start
+    bars = []
+
+    class Bar:
+        def __init__(self, total, initial, **kwargs):
+            self.total, self.n = total, initial
+            bars.append(self)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return False
+        def set_postfix_str(self, *args, **kwargs):
+            pass
+        def update(self, n):
+            self.n += n
+
+    monkeypatch.setattr(synthdomains_prepare, "tqdm", Bar)
+    monkeypatch.setattr(synthdomains_prepare.engines, "prepare_assets", lambda names: list(names))
+    monkeypatch.setattr(synthdomains_prepare, "_synthesize_job", lambda job: (job[0]["ID"], 1.0, None, 0.0))
+    results = synthdomains_prepare._run_jobs(jobs, rir_bank=None, n_jobs=1)
+
+    assert len(results) == 6 and len(bars) == 1
+    work = {e: synthdomains_prepare._expected_cpu_seconds(jobs[0 if e == "kokoro" else 3][0]) for e in ("kokoro", "espeak")}
+    assert work["kokoro"] > 50 * work["espeak"]
+    assert bars[0].total == pytest.approx(3 * work["kokoro"] + 3 * work["espeak"])
+    assert bars[0].n == pytest.approx(bars[0].total)  # the existing file was not counted twice
+    assert set(synthdomains_prepare.ENGINE_SPEED) == set(engines.ENGINES)

