@@ -304,6 +304,27 @@ def check_manifests(hparams):
                                 "--heldout_splits=[] to skip the held-out loss)")
 
 
+def evaluation_sets(hparams, valid):
+    """Where the validation and held-out audio came from, and whether any of it could have been selected.
+
+    ``{"valid": {...}, "heldout": {split: {...}}}``, each with its manifest, its
+    utterance count and ``in_pool``: how many of its utterances are also rows
+    of the pool manifest (0: kept out of what selection could pick).
+    """
+    folder = Path(hparams["manifest_folder"])
+    pool_ids = set(read_manifest(hparams["pool_manifest"]).ids)
+
+    def described(split, ids):
+        ids = set(ids)
+        return {"manifest": str(folder / f"{split}.csv"), "utterances": len(ids), "in_pool": len(ids & pool_ids)}
+
+    utterances = [valid.data[i].get("utterance", i) for i in valid.data_ids]  # segments name their utterance
+    record = {"valid": {**described(hparams["valid_split"], utterances), "draw_seed": hparams["valid_seed"]}}
+    record["heldout"] = {split: described(split, read_manifest(folder / f"{split}.csv").ids)
+                         for split in hparams["heldout_splits"] or []}
+    return record
+
+
 def selector_minutes(selection_folder):
     """Minutes the selector took when the subset was selected (``selection.json``); ``None`` for the whole pool."""
     record = Path(selection_folder) / "selection.json"
@@ -386,6 +407,7 @@ def main(argv):
                    "item_seconds": hparams["segment_seconds"] or hparams["crop_seconds"],
                    "train_audio_hours_seen": round(audio_hours_seen(hparams, train, schedule, epochs), 4),
                    "heldout_loss": heldout,
+                   "evaluation_sets": evaluation_sets(hparams, valid),
                    "selector_minutes": selector_minutes(selection_folder),
                    "epochs": epochs, "debug": bool(run_opts.get("debug", False)),
                    "optimizer_steps": brain.optimizer_step, "schedule_steps": steps,

@@ -10,6 +10,7 @@ benchmark draws its bootstrap intervals.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import speechbrain as sb
@@ -22,6 +23,7 @@ from lobes.segments import segment_rows
 from tasks.teacher_targets import build_caches, item_batches
 
 HELDOUT_FILE = "heldout.json"
+logger = logging.getLogger(__name__)
 
 
 def utterance_losses(segment_sums, segments):
@@ -78,6 +80,10 @@ def evaluate_heldout(hparams, student, teacher, student_stats):
             raise FileNotFoundError(f"heldout_splits: {manifest} does not exist (a split of "
                                     f"{hparams['manifest_folder']} is needed)")
         rows = load_dataset(manifest, hparams["data_folder"]).data
+        if not rows:  # e.g. a target too small to hold audio out (its preparation says why)
+            logger.warning("heldout_splits: %s has no utterances: no held-out loss for %s", manifest, split)
+            record["splits"][split] = {"domains": {}, "utterances": {}}
+            continue
         segments = segment_rows(rows, seconds, hop, SAMPLE_RATE)
         dataset = sb.dataio.dataset.DynamicItemDataset(segments)
         cache = build_caches(hparams, f"heldout_{split}", dataset, teacher, list(student.target_layers))["targets"]
