@@ -881,6 +881,34 @@ def export_subset(subset_csv, folder, data_root=None):
             "lhotse": write_lhotse_manifests(subset_csv, folder / "lhotse", data_root)}
 
 
+def require_splits(save_folder, splits):
+    """Stop, naming what to run, when a recipe reads splits that no preparation wrote.
+
+    For recipes that read what another one prepared (the ASR probe reads the
+    ``asr_*`` manifests that the distillation's preparation writes from
+    ``--asr_train_folder`` and friends).
+
+    Raises
+    ------
+    FileNotFoundError
+        Listing the missing manifests and the options that make them.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> require_splits(tempfile.mkdtemp(), ["asr_train"])
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: asr_train.csv missing in ...
+    """
+    missing = [f"{split}.csv" for split in splits if not (Path(save_folder) / f"{split}.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{', '.join(missing)} missing in {save_folder}: prepare the folders first, e.g. "
+            "python recipes/AudioFolders/audio_folders_prepare.py --save_folder=<this folder> --pool_folder=... "
+            "--asr_train_folder=<transcribed audio> (or give --asr_train_folder to the distillation command)")
+
+
 # -------------------------------------------------------------- command line --
 
 def main(argv=None):

@@ -8,10 +8,12 @@ from transformers import AutoModel
 from common.manifest import read_manifest
 from conftest import ROOT
 from corpora.audio_folders import REPORT_NAME
+from tasks.asr_probe import main as asr_main
 from tasks.distillation import main
 from test_audio_folders import make_pool, noise, write
 
 HPARAMS = ROOT / "recipes" / "AudioFolders" / "distillation" / "hparams" / "distill.yaml"
+ASR_HPARAMS = ROOT / "recipes" / "AudioFolders" / "ASR" / "hparams" / "ctc_probe.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,9 @@ def folders(tmp_path_factory):
     for i in range(50):  # enough target for a held-out draw of its own
         write(root / "my target" / f"sub {i % 3}" / f"t{i:02d}.wav", noise(1.0, seed=300 + i), 16000,
               subtype="PCM_16")
+    for i in range(20):  # transcribed audio for the ASR probe, a transcript beside each file
+        write(root / "transcribed" / f"u{i:02d}.flac", noise(1.0, seed=400 + i), 16000)
+        (root / "transcribed" / f"u{i:02d}.txt").write_text(["hello world", "good morning", "see you"][i % 3])
     return root, files
 
 
@@ -35,7 +40,7 @@ def test_two_folders_to_an_exported_student(teacher, folders, request, tmp_path)
           "--budget_hours=0.01", f"--teacher_source={teacher_dir}", f"--manifest_folder={manifests}",
           f"--output_folder={run}", f"--units_folder={tmp_path / 'units'}", "--units_overrides={n_clusters: 8}",
           "--number_of_epochs=1", "--num_workers=0", "--batch_size=4", "--crop_seconds=1.0",
-          "--valid_utterances=3"])
+          "--valid_utterances=3", f"--asr_train_folder={root / 'transcribed'}"])
 
     summary = json.loads((run / "distillation.json").read_text())
     assert summary["student"] == ("DistilWhisper" if teacher == "tiny_whisper_dir" else "DistilHuBERT")
@@ -58,3 +63,15 @@ def test_two_folders_to_an_exported_student(teacher, folders, request, tmp_path)
     kaldi_ids = [line.split()[0] for line in (run / "selection" / "kaldi" / "segments").read_text().splitlines()]
     assert len(kaldi_ids) == len(subset)
     assert (run / "selection" / "lhotse" / "cuts.jsonl.gz").exists()
+
+    probe = tmp_path / "asr"  # the exported student, probed on the transcribed folder's draws
+    asr_main([str(ASR_HPARAMS), f"--encoder_source={run / 'save' / 'student'}", f"--manifest_folder={manifests}",
+              f"--output_folder={probe}", f"--feature_folder={tmp_path / 'features'}", "--lstm_units=8",
+              "--lstm_layers=1", "--number_of_epochs=1", "--num_workers=0", "--torch_threads=1"])
+    results = json.loads((probe / "results.json").read_text())
+    assert set(results["metrics"]) == {"asr_test"} and results["train_hours"] > 0
+
+
+def test_the_probe_names_what_to_prepare_when_no_transcribed_audio_was(tmp_path):
+    with pytest.raises(FileNotFoundError, match="asr_train.csv, asr_dev.csv, asr_test.csv missing .*--asr_train_folder"):
+        asr_main([str(ASR_HPARAMS), f"--manifest_folder={tmp_path}", f"--output_folder={tmp_path / 'asr'}"])
