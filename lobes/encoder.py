@@ -13,15 +13,38 @@ change every real frame of the shorter utterances (by about half the
 hidden-state norm for an utterance batched with one three times longer); they
 run one forward per group of equal-length utterances, without padding. So does
 Whisper's encoder, which takes no mask either (:mod:`lobes.whisper_encoder`).
+
+Utterances of any length run, the model's memory bounded by a window's. One of
+more than ``chunk_frames`` frames runs alone, in overlapping windows of
+``chunk_frames`` frames (:func:`windows`). Each window starts on a frame boundary
+(``frame_hop``: 320 samples, 20 ms, for every supported family), so its frame
+``k`` is frame ``start + k`` of the utterance; it keeps its frames but the
+``context_frames`` at either side (except at the utterance's ends), written in
+place into the output, which has the frame count and alignment of a run in one
+piece. Exact (to float rounding): the CNN output, a local function of the
+samples (a group-norm CNN, which normalises each channel of its first layer over
+its whole input, is given the statistics of the whole utterance, gathered piece
+by piece; input normalisation too is the whole utterance's), and for the SSL
+models hidden state 0 when ``context_frames`` covers the positional
+convolution's reach (``num_conv_pos_embeddings // 2`` frames). The transformer
+layers attend within their window only: close to a run in one piece, not equal.
+Whisper cannot run more than 30 s in one piece; each of its windows is what it
+makes of that audio alone (the log-mel floor set by the window's loudest frame,
+positions from 0).
 """
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lobes import whisper_encoder
+
+WHISPER_CHUNK_SECONDS = 30.0
+SSL_CHUNK_SECONDS = 40.0
+CONTEXT_SECONDS = 3.0
 
 
 def input_policy(source, config):
@@ -123,6 +146,105 @@ def run_unpadded(run_group, wavs, wav_lens, frame_lengths, min_samples):
     return hidden * mask[None, :, :, None], cnn * mask[:, :, None]
 
 
+def windows(n_frames, chunk_frames, context_frames):
+    """The windows that cover ``n_frames`` frames: ``(start, kept_start, kept_end)`` each.
+
+    A window spans frames ``[start, start + chunk_frames)`` and keeps
+    ``[kept_start, kept_end)``: at least ``context_frames`` from either side of the
+    window, except at the utterance's ends. The kept parts tile ``[0, n_frames)``.
+    The last window ends with the utterance (it may keep more left context).
+
+    Example
+    -------
+    >>> list(windows(250, 100, 10))
+    [(0, 0, 90), (80, 90, 170), (150, 170, 250)]
+    """
+    if chunk_frames <= 2 * context_frames:
+        raise ValueError(f"windows of {chunk_frames} frames keep nothing of {context_frames} context frames a side")
+    kept_start = 0
+    while kept_start < n_frames:
+        start = max(0, min(kept_start - context_frames, n_frames - chunk_frames))
+        last = start + chunk_frames >= n_frames
+        kept_end = n_frames if last else start + chunk_frames - context_frames
+        yield start, kept_start, kept_end
+        kept_start = kept_end
+
+
+def channel_statistics(conv, wav, piece_samples):
+    """Mean and variance over time of each output channel of ``conv`` on a long waveform ``[S]``.
+
+    Computed piece by piece (each output frame once, no more than ``piece_samples``
+    input samples at a time), the pieces' statistics combined in float64: those of
+    the whole output, which is never held.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``[C]`` means and (biased) variances, float32.
+    """
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    n_out = (len(wav) - kernel) // stride + 1
+    per_piece = max(1, (piece_samples - kernel) // stride + 1)
+    counts, means, variances = [], [], []
+    for first in range(0, n_out, per_piece):
+        last = min(first + per_piece, n_out)
+        out = conv(wav[first * stride: (last - 1) * stride + kernel][None, None])[0]
+        variance, mean = torch.var_mean(out, dim=1, correction=0)
+        counts.append(last - first)
+        means.append(mean)
+        variances.append(variance)
+    counts = torch.tensor(counts, dtype=torch.float64, device=wav.device)[:, None]
+    means, variances = torch.stack(means).double(), torch.stack(variances).double()
+    mean = (counts * means).sum(0) / counts.sum()
+    variance = (counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum()
+    return mean.float(), variance.float()
+
+
+class FixedChannelNorm(nn.Module):
+    """A per-channel ``GroupNorm`` (one group a channel) that uses given statistics instead of its input's.
+
+    Parameters
+    ----------
+    norm : torch.nn.GroupNorm
+        The layer replaced: its ``eps`` and affine weights.
+    mean, variance : torch.Tensor
+        ``[C]`` statistics to normalise with (those of a whole utterance).
+    """
+
+    def __init__(self, norm, mean, variance):
+        super().__init__()
+        self.mean, self.bias = mean[:, None], norm.bias[:, None]
+        self.scale = (norm.weight / torch.sqrt(variance + norm.eps))[:, None]
+
+    def forward(self, hidden):
+        return (hidden - self.mean) * self.scale + self.bias
+
+
+def group_norm_layer(model):
+    """The first CNN layer of an HF SSL model when it normalises over the whole input (group-norm CNNs), else None."""
+    layers = getattr(getattr(model, "feature_extractor", None), "conv_layers", None)
+    first = layers[0] if layers else None
+    return first if isinstance(getattr(first, "layer_norm", None), nn.GroupNorm) else None
+
+
+@contextmanager
+def whole_input_statistics(model, wav, piece_samples):
+    """Within the block, a group-norm CNN normalises any piece of ``wav`` ``[S]`` as it does all of it.
+
+    Models of other kinds are left as they are.
+    """
+    layer = group_norm_layer(model)
+    if layer is None:
+        yield
+        return
+    norm = layer.layer_norm
+    layer.layer_norm = FixedChannelNorm(norm, *channel_statistics(layer.conv, wav, piece_samples))
+    try:
+        yield
+    finally:
+        layer.layer_norm = norm
+
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -164,7 +286,8 @@ class FrozenTeacher(nn.Module):
     fp32 outputs even under autocast. Keep it out of ``Brain.modules`` anyway, so
     that checkpoints do not carry its weights. Outputs do not depend on what an
     utterance is batched with (module notes): models without attention mask run
-    unpadded, one forward per group of equal-length utterances.
+    unpadded, one forward per group of equal-length utterances; utterances longer
+    than ``chunk_seconds`` run alone, in overlapping windows (module notes).
 
     A Whisper checkpoint (``model_type: whisper``) is used through its encoder
     alone, on log-mel input without the 30 s padding (:mod:`lobes.whisper_encoder`,
@@ -174,6 +297,21 @@ class FrozenTeacher(nn.Module):
     ----------
     source : str or os.PathLike
         Hub id (``microsoft/wavlm-base-plus``) or folder written by ``save_pretrained``.
+    chunk_seconds : float, optional
+        Longest utterance run in one piece, and the length of the windows of longer
+        ones. Whisper: 30 s by default, the most its position table takes (and what it
+        was trained on). SSL models: 40 s by default, above LibriSpeech's longest
+        segments (35 s), which therefore run whole as they always did; one 40 s window
+        is 2000 frames, whose attention weights take 16 MB a head (fp32).
+    context_seconds : float
+        Audio a window sees on either side of the frames it keeps (3 s by default):
+        over twice the reach of the released SSL models' positional convolution (64
+        frames, 1.28 s), below which hidden state 0 is not exact, with room left for
+        the layers' attention across the kept frames' edges. Costs
+        ``chunk / (chunk - 2 context)`` times the compute on long utterances (1.25 for
+        Whisper, 1.18 for SSL models by default).
+    windows_per_forward : int
+        Windows of a long utterance run together (memory grows with it).
 
     Example
     -------
@@ -183,7 +321,7 @@ class FrozenTeacher(nn.Module):
     torch.Size([13, 2, 49, 768])
     """
 
-    def __init__(self, source):
+    def __init__(self, source, chunk_seconds=None, context_seconds=CONTEXT_SECONDS, windows_per_forward=4):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         super().__init__()
@@ -200,6 +338,22 @@ class FrozenTeacher(nn.Module):
             self.min_samples = receptive_field(self.model.config)
         self.model.requires_grad_(False)
         super().train(False)
+        if chunk_seconds is None:
+            chunk_seconds = WHISPER_CHUNK_SECONDS if self.is_whisper else SSL_CHUNK_SECONDS
+        self.chunk_frames = round(chunk_seconds * self.frame_rate)
+        self.context_frames = round(context_seconds * self.frame_rate)
+        self.windows_per_forward = int(windows_per_forward)
+        self._check_windows()
+
+    def _check_windows(self):
+        if self.is_whisper and self.chunk_frames > self.config.max_source_positions:
+            raise ValueError(f"chunk_seconds of {self.chunk_frames} frames: Whisper's encoder takes at most "
+                             f"{self.config.max_source_positions} ({self.config.max_source_positions / 50:.0f} s)")
+        if self.chunk_frames <= 2 * self.context_frames:
+            raise ValueError(f"windows of {self.chunk_frames} frames keep nothing of {self.context_frames} context "
+                             "frames a side: chunk_seconds must exceed twice context_seconds")
+        if self.windows_per_forward < 1:
+            raise ValueError(f"windows_per_forward must be at least 1, not {self.windows_per_forward}")
 
     @property
     def config(self):
@@ -214,11 +368,28 @@ class FrozenTeacher(nn.Module):
         return self.model.config.hidden_size
 
     @property
+    def cnn_channels(self):
+        """Channels of the CNN output (:meth:`forward_with_cnn`)."""
+        return self.hidden_size if self.is_whisper else self.config.conv_dim[-1]
+
+    @property
+    def frame_hop(self):
+        """Samples from one frame to the next (320 for every supported family)."""
+        if self.is_whisper:
+            return 2 * whisper_encoder.HOP
+        return int(torch.tensor(self.config.conv_stride).prod())
+
+    @property
     def frame_rate(self):
         """Frames per second of the hidden states (50 for every supported family)."""
+        return 16000 / self.frame_hop
+
+    @property
+    def window_samples(self):
+        """Fewest samples of which the teacher makes ``chunk_frames`` frames: the input of one window."""
         if self.is_whisper:
-            return 16000 / (2 * whisper_encoder.HOP)
-        return 16000 / float(torch.tensor(self.config.conv_stride).prod())
+            return self.frame_hop * self.chunk_frames - whisper_encoder.HOP  # 2 chunk_frames - 1 log-mel frames
+        return self.frame_hop * (self.chunk_frames - 1) + self.min_samples  # the last frame's receptive field
 
     def frame_lengths(self, n_samples):
         """Frames the teacher makes of ``n_samples`` real samples (``[B]`` tensor)."""
@@ -250,24 +421,74 @@ class FrozenTeacher(nn.Module):
         """
         with torch.autocast(device_type=wavs.device.type, enabled=False):
             wavs = wavs.float()
-            frame_lengths = self.frame_lengths(sample_mask(wavs, wav_lens).sum(1))
-            if self.use_mask:
-                hidden, cnn = self._run_ssl(wavs, wav_lens, use_mask=True)
+            n_samples = sample_mask(wavs, wav_lens).sum(1)
+            frame_lengths = self.frame_lengths(n_samples)
+            long = frame_lengths > self.chunk_frames
+            if long.any():
+                hidden, cnn = self._run_with_long(wavs, n_samples, frame_lengths, long)
             else:
-                hidden, cnn = run_unpadded(self._run_group, wavs, wav_lens, frame_lengths, self.min_samples)
+                hidden, cnn = self._run_short(wavs, wav_lens, frame_lengths)
         return hidden.float(), cnn.float(), frame_lengths
+
+    def _run_short(self, wavs, wav_lens, frame_lengths):
+        """Hidden states and CNN output of utterances of at most ``chunk_frames`` frames, batched (module notes)."""
+        if self.use_mask:
+            return self._run_ssl(wavs, wav_lens, self.normalize, use_mask=True)
+        return run_unpadded(self._run_group, wavs, wav_lens, frame_lengths, self.min_samples)
+
+    def _run_with_long(self, wavs, n_samples, frame_lengths, long):
+        """As :meth:`_run_short`, for a batch with long utterances (``long``: ``[B]`` bool): each runs in windows."""
+        n_frames = int(frame_lengths.max())
+        hidden = wavs.new_zeros(self.num_layers + 1, len(wavs), n_frames, self.hidden_size)
+        cnn = wavs.new_zeros(len(wavs), n_frames, self.cnn_channels)
+        short = torch.nonzero(~long).flatten()
+        if len(short):
+            length = int(n_samples[short].max())
+            short_hidden, short_cnn = self._run_short(wavs[short, :length], n_samples[short] / length,
+                                                      frame_lengths[short])
+            hidden[:, short, : short_hidden.shape[2]] = short_hidden
+            cnn[short, : short_cnn.shape[1]] = short_cnn
+        for row in torch.nonzero(long).flatten().tolist():
+            self._run_long(wavs[row, : int(n_samples[row])], int(frame_lengths[row]), hidden[:, row], cnn[row])
+        return hidden, cnn
+
+    def _run_long(self, wav, n_frames, hidden, cnn):
+        """Write the outputs of one long waveform ``[S]`` into ``hidden [L+1, T, D]`` and ``cnn [T, C]``, by window.
+
+        The windows (:func:`windows`) run ``windows_per_forward`` at a time; the last one, which takes the
+        utterance's last samples (up to a frame more than the others), runs on its own.
+        """
+        if self.normalize:
+            wav = normalize_valid(wav[None], torch.ones_like(wav[None], dtype=torch.bool))[0]
+        *body, last = windows(n_frames, self.chunk_frames, self.context_frames)
+        size = self.windows_per_forward
+        groups = [(body[i: i + size], self.window_samples) for i in range(0, len(body), size)] + [([last], None)]
+        with whole_input_statistics(self.model, wav, self.window_samples):
+            for group, stop in groups:
+                pieces = torch.stack([wav[self.frame_hop * start:][:stop] for start, _, _ in group])
+                window_hidden, window_cnn = self._run_windows(pieces)
+                for i, (start, kept_start, kept_end) in enumerate(group):
+                    kept = slice(kept_start - start, kept_end - start)
+                    hidden[:, kept_start:kept_end] = window_hidden[:, i, kept]
+                    cnn[kept_start:kept_end] = window_cnn[i, kept]
+
+    def _run_windows(self, pieces):
+        """Hidden states and CNN output of equal-length windows ``[W, S]`` of one utterance, already normalised."""
+        if self.is_whisper:
+            return whisper_encoder.run_whisper(self.model, self.feature_extractor, pieces)
+        return self._run_ssl(pieces, torch.ones(len(pieces), device=pieces.device), False, self.use_mask)
 
     def _run_group(self, wavs, rows=None):
         """Hidden states and CNN output of unpadded, equal-length waveforms (``rows``: unused)."""
         if self.is_whisper:
             return whisper_encoder.run_whisper(self.model, self.feature_extractor, wavs)
-        return self._run_ssl(wavs, torch.ones(len(wavs), device=wavs.device), use_mask=False)
+        return self._run_ssl(wavs, torch.ones(len(wavs), device=wavs.device), self.normalize, use_mask=False)
 
-    def _run_ssl(self, wavs, wav_lens, use_mask):
+    def _run_ssl(self, wavs, wav_lens, normalize, use_mask):
         captured = []
         hook = self.model.feature_extractor.register_forward_hook(lambda module, args, out: captured.append(out))
         try:
-            hidden, _ = run_encoder(self.model, wavs, wav_lens, self.normalize, use_mask)
+            hidden, _ = run_encoder(self.model, wavs, wav_lens, normalize, use_mask)
         finally:
             hook.remove()
         return hidden, captured[0].transpose(1, 2)

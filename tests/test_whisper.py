@@ -115,10 +115,13 @@ def test_whisper_teacher_frames_follow_the_documented_rule(tiny_whisper_dir):
     assert torch.all(hidden[:, 2, 28:] == 0) and torch.any(hidden[:, 2, :28] != 0)
 
 
-def test_whisper_longer_than_30_seconds_is_refused_with_the_limit(tiny_whisper_dir):
+def test_one_whisper_pass_longer_than_30_seconds_is_refused_with_the_limit(tiny_whisper_dir):
+    """One encoder pass stops at its position table; the teacher cuts longer audio into windows first."""
     teacher = FrozenTeacher(tiny_whisper_dir)
     with pytest.raises(ValueError, match="at most 1500"):
-        teacher(torch.zeros(1, 16000 * 31), torch.ones(1))
+        whisper_encoder.run_whisper(teacher.model, teacher.feature_extractor, torch.zeros(1, 16000 * 31))
+    hidden, frames = teacher(torch.zeros(1, 16000 * 31), torch.ones(1))
+    assert hidden.shape[2] == int(frames[0]) == 1550
 
 
 def test_whisper_layer_features_for_units(tiny_whisper_dir):
