@@ -45,6 +45,7 @@ from lobes import whisper_encoder
 WHISPER_CHUNK_SECONDS = 30.0
 SSL_CHUNK_SECONDS = 40.0
 CONTEXT_SECONDS = 3.0
+AUTOCAST_TYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def input_policy(source, config):
@@ -283,7 +284,8 @@ class FrozenTeacher(nn.Module):
     """A frozen teacher by hub id or local folder: HF SSL models (WavLM, HuBERT, wav2vec 2.0) or Whisper encoders.
 
     Always in ``eval`` mode (``train()`` is a no-op), no gradients, layerdrop 0,
-    fp32 outputs even under autocast. Keep it out of ``Brain.modules`` anyway, so
+    fp32 outputs even under autocast (the model runs in ``precision``: fp32 unless
+    asked, whatever autocast is around it). Keep it out of ``Brain.modules`` anyway, so
     that checkpoints do not carry its weights. Outputs do not depend on what an
     utterance is batched with (module notes): models without attention mask run
     unpadded, one forward per group of equal-length utterances; utterances longer
@@ -312,6 +314,9 @@ class FrozenTeacher(nn.Module):
         Whisper, 1.18 for SSL models by default).
     windows_per_forward : int
         Windows of a long utterance run together (memory grows with it).
+    precision : str
+        ``fp32`` (default), or ``fp16`` / ``bf16``: the model runs under autocast
+        in that type on a GPU (SpeechBrain's ``--precision``); on a CPU it runs in fp32.
 
     Example
     -------
@@ -321,7 +326,8 @@ class FrozenTeacher(nn.Module):
     torch.Size([13, 2, 49, 768])
     """
 
-    def __init__(self, source, chunk_seconds=None, context_seconds=CONTEXT_SECONDS, windows_per_forward=4):
+    def __init__(self, source, chunk_seconds=None, context_seconds=CONTEXT_SECONDS, windows_per_forward=4,
+                 precision="fp32"):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         super().__init__()
@@ -344,6 +350,9 @@ class FrozenTeacher(nn.Module):
         self.context_frames = round(context_seconds * self.frame_rate)
         self.windows_per_forward = int(windows_per_forward)
         self._check_windows()
+        if precision not in AUTOCAST_TYPES:
+            raise ValueError(f"precision {precision!r}: choose from {sorted(AUTOCAST_TYPES)}")
+        self.precision = precision
 
     def _check_windows(self):
         if self.is_whisper and self.chunk_frames > self.config.max_source_positions:
@@ -419,7 +428,8 @@ class FrozenTeacher(nn.Module):
         tuple of (torch.Tensor, torch.Tensor, torch.Tensor)
             Hidden states ``[L+1, B, T, D]``, CNN features ``[B, T, C]``, frame lengths ``[B]``.
         """
-        with torch.autocast(device_type=wavs.device.type, enabled=False):
+        reduced = AUTOCAST_TYPES[self.precision] is not None and wavs.device.type == "cuda"
+        with torch.autocast(device_type=wavs.device.type, dtype=AUTOCAST_TYPES[self.precision], enabled=reduced):
             wavs = wavs.float()
             n_samples = sample_mask(wavs, wav_lens).sum(1)
             frame_lengths = self.frame_lengths(n_samples)

@@ -352,7 +352,8 @@ def main(argv):
     if hparams.get("export_subset") is not None:
         run_on_main(hparams["export_subset"], args=[subset_csv, selection_folder])
 
-    teacher = hparams["teacher_class"](hparams["teacher_source"]).to(run_opts.device)
+    # the teacher's targets and held-out loss are computed on the run's device, in its precision (on a GPU)
+    teacher = hparams["teacher_class"](hparams["teacher_source"], precision=run_opts.precision).to(run_opts.device)
     student = hparams["student_class"](teacher)
     train, valid = load_datasets(hparams, subset_csv, teacher)
     subset = read_manifest(subset_csv)
@@ -410,6 +411,7 @@ def main(argv):
                    "evaluation_sets": evaluation_sets(hparams, valid),
                    "selector_minutes": selector_minutes(selection_folder),
                    "epochs": epochs, "debug": bool(run_opts.get("debug", False)),
+                   "device": run_opts.device, "precision": run_opts.precision,
                    "optimizer_steps": brain.optimizer_step, "schedule_steps": steps,
                    "last_stats": getattr(brain, "last_stats", None),
                    "this_run_minutes": round((time.time() - started) / 60, 2)}

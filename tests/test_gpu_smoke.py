@@ -64,3 +64,27 @@ def test_librispeech_asr_probe_fp16_on_the_gpu(fake_librispeech, tiny_hubert_dir
     assert set(results["metrics"]) == {"test-clean", "test-other"}
     for metrics in results["metrics"].values():
         assert all(math.isfinite(value) for value in metrics.values()), metrics
+
+
+def test_two_folders_to_a_student_on_the_gpu(tiny_hubert_dir, tmp_path):
+    """The one command of your own audio, on the GPU in fp16, with the placement SpeechBrain resolves."""
+    from test_audio_folders import noise, write
+
+    for i in range(24):
+        write(tmp_path / "pool" / f"p{i:02d}.wav", noise(2.0, seed=i), 16000, subtype="PCM_16")
+    write(tmp_path / "pool" / "long.flac", noise(70.0, seed=99), 16000)
+    for i in range(12):
+        write(tmp_path / "target" / f"t{i:02d}.wav", noise(1.5, seed=100 + i), 16000, subtype="PCM_16")
+    output = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "recipes" / "AudioFolders" / "distillation" / "train.py"),
+               str(ROOT / "recipes" / "AudioFolders" / "distillation" / "hparams" / "distill.yaml"),
+               f"--pool_folder={tmp_path / 'pool'}", f"--target_folder={tmp_path / 'target'}", "--budget_hours=0.01",
+               f"--teacher_source={tiny_hubert_dir}", f"--manifest_folder={tmp_path / 'manifests'}",
+               f"--output_folder={output}", f"--units_folder={tmp_path / 'units'}", "--units_overrides={n_clusters: 8}",
+               "--number_of_epochs=2", "--num_workers=0", "--batch_size=4", "--crop_seconds=1.0",
+               "--valid_utterances=3", "--heldout_splits=[heldout_pool]", "--precision=fp16"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((output / "distillation.json").read_text())
+    assert summary["epochs"] == 2 and summary["heldout_loss"]["heldout_pool"]
+    assert summary["device"].startswith("cuda") and summary["precision"] == "fp16"  # resolved, not asked for

@@ -110,3 +110,14 @@ def test_no_stage_of_a_run_places_a_model_elsewhere(placements, tiny_corpus, tin
 def test_a_probe_encoder_runs_on_the_run_device(placements, tiny_hubert_dir):
     load_probe_encoder({"prepare_encoder": None, "encoder_source": str(tiny_hubert_dir)}, STAND_IN)
     assert placements and {device for _, device in placements} == {STAND_IN}
+
+
+def test_the_teacher_runs_in_the_precision_asked_for_on_a_gpu_only(tiny_hubert_dir):
+    from lobes.encoder import FrozenTeacher
+
+    wavs, lens = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)), torch.tensor([1.0, 0.6])
+    full, _ = FrozenTeacher(tiny_hubert_dir)(wavs, lens)
+    half = FrozenTeacher(tiny_hubert_dir, precision="fp16")
+    assert half.precision == "fp16" and torch.equal(half(wavs, lens)[0], full)  # on a CPU: fp32, unchanged
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        FrozenTeacher(tiny_hubert_dir, precision="fp8")
