@@ -16,6 +16,22 @@ from pathlib import Path
 TEMP_MARK = ".partial"
 
 
+def _umask():
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path, folder=False):
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask).
+
+    ``tempfile`` makes its files 0600 and folders 0700; an output renamed from
+    one keeps that mode, unlike every other file a run writes.
+    """
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -42,6 +58,8 @@ def atomic_path(path):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # a writer may have replaced it (numpy, torch): the mode is set on what is renamed
+            as_created(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -116,6 +134,7 @@ def atomic_folder(path):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_MARK))
     try:
         yield tmp
+        as_created(tmp, folder=True)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)

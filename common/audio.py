@@ -41,6 +41,23 @@ class AudioError(RuntimeError):
     """An audio file cannot be used (missing, unreadable, empty or non-finite)."""
 
 
+def header_problem(path):
+    """What makes an audio file unusable, read from its header alone (``None``: nothing), in :func:`load_audio`'s words.
+
+    Example
+    -------
+    >>> header_problem("no/such/file.flac")
+    'missing file no/such/file.flac'
+    """
+    if not os.path.isfile(path):
+        return f"missing file {path}"
+    try:
+        frames = sf.info(path).frames
+    except (RuntimeError, OSError, ValueError) as err:
+        return f"unreadable file {path}: {err}"
+    return f"empty file {path}" if frames == 0 else None
+
+
 def load_audio(path, sample_rate=SAMPLE_RATE, start=0, stop=None):
     """Read one audio file (or a segment of it) as a mono float32 waveform at ``sample_rate``.
 

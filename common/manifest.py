@@ -161,7 +161,8 @@ def read_manifest(path, data_root=None):
         See :class:`Manifest`; also for a file without a header.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (as spreadsheets export) is not part of the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise ManifestError(f"{path}: empty file (no header line)")

@@ -275,6 +275,27 @@ def checked_source(source):
     raise FileNotFoundError(f"model folder {source} not found (nor is it a hub id like owner/name)")
 
 
+def resolved_config(source):
+    """The config of the model ``source`` names (a folder, or a hub id fetched now): a bad source stops early.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a folder that does not exist (:func:`checked_source`), or an
+        ``owner/name`` that is no local folder and that the hub did not give
+        (the message says both, and the hub's error).
+    """
+    from transformers import AutoConfig
+
+    source = checked_source(source)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as err:
+        local = "is a folder without a model config" if Path(source).is_dir() else "is no local folder"
+        raise FileNotFoundError(f"model {source!r} {local}, and no hub model of that id could be loaded "
+                                f"(mistyped path? no network?): {err}") from None
+
+
 def frame_mask(frame_lengths, n_frames):
     """``[B, T]`` bool mask of the real frames."""
     return torch.arange(n_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
@@ -328,11 +349,11 @@ class FrozenTeacher(nn.Module):
 
     def __init__(self, source, chunk_seconds=None, context_seconds=CONTEXT_SECONDS, windows_per_forward=4,
                  precision="fp32"):
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor, AutoModel
 
         super().__init__()
         self.source = checked_source(source)
-        self.is_whisper = AutoConfig.from_pretrained(self.source).model_type == "whisper"
+        self.is_whisper = resolved_config(self.source).model_type == "whisper"
         if self.is_whisper:
             self.model = AutoModel.from_pretrained(self.source).encoder  # the decoder is not used
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(self.source)

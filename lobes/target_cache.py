@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.atomic import TEMP_MARK, atomic_write_text
+from common.atomic import TEMP_MARK, atomic_write_text, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def build_target_caches(encoder, batches, outputs, total=None, desc="teacher tar
     folders = {name: Path(folder) for name, (_, folder) in outputs.items()}
     missing = [name for name, folder in folders.items() if not (folder / INDEX_FILE).exists()]
     if missing:
+        for parent in {folders[name].parent for name in missing}:  # this process writes there now
+            clear_incomplete(parent)
         writers = {name: _CacheWriter(folders[name], outputs[name][0]) for name in missing}
         try:
             for batch_ids, wavs, wav_lens in tqdm(batches, total=total, desc=desc, unit="batch"):
@@ -115,6 +117,35 @@ def build_target_caches(encoder, batches, outputs, total=None, desc="teacher tar
     for name in set(folders) - set(missing):
         logger.info("%s cache (%s) found in %s", desc, name, folders[name])
     return {name: TargetCache(folder) for name, folder in folders.items()}
+
+
+def clear_incomplete(parent):
+    """Remove what interrupted cache builds left in ``parent``, whatever their keys (their temporaries, then empty folders).
+
+    Returns
+    -------
+    int
+        Folders removed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> parent = Path(tempfile.mkdtemp())
+    >>> (parent / "old-key").mkdir(); _ = (parent / "old-key" / f".{DATA_FILE}{TEMP_MARK}").write_bytes(b"0")
+    >>> clear_incomplete(parent), list(parent.iterdir())
+    (1, [])
+    """
+    if not Path(parent).is_dir():
+        return 0
+    remove_temporaries(parent)
+    removed = 0
+    for folder in Path(parent).iterdir():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            removed += 1
+    if removed:
+        logger.info("removed %d incomplete caches an interrupted run left in %s", removed, parent)
+    return removed
 
 
 class _CacheWriter:

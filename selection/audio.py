@@ -10,7 +10,7 @@ import logging
 
 from tqdm import tqdm
 
-from common.audio import SAMPLE_RATE, AudioError, duration_disagrees, load_audio
+from common.audio import SAMPLE_RATE, AudioError, duration_disagrees, header_problem, load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +79,26 @@ class AudioStream:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def screen_headers(manifest):
+    """The utterances whose audio files open and hold samples (headers only), and the others with their reasons.
+
+    The rule of :class:`AudioStream` without decoding: a missing, unreadable or
+    empty file is skipped, logged as a warning and returned with its reason and
+    manifest line, for a selection that reads no audio (the whole pool).
+
+    Returns
+    -------
+    (list of str, list of (str, int, str))
+        Usable IDs in manifest order; ``(utt_id, line, reason)`` of the others.
+    """
+    usable, skipped = [], []
+    for line, utt_id in enumerate(manifest.ids, start=2):  # the header is line 1
+        reason = header_problem(manifest.wav_path(utt_id))
+        if reason is None:
+            usable.append(utt_id)
+        else:
+            logger.warning("skipping %s (%s, line %d): %s", utt_id, manifest.path, line, reason)
+            skipped.append((utt_id, line, reason))
+    return usable, skipped

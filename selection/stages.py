@@ -65,7 +65,7 @@ LEN_FOR_BUCKET = Path("len_for_bucket") / "subset.csv"
 FAIRSEQ_TSV = Path("fairseq") / "train.tsv"
 
 
-def resolve_budget(pool, budget_hours=None, budget_fraction=None):
+def resolve_budget(pool, budget_hours=None, budget_fraction=None, usable_ids=None):
     """Budget in hours: ``budget_hours`` when given, else ``budget_fraction`` of the pool's hours.
 
     Parameters
@@ -76,6 +76,9 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None):
         Absolute budget (takes precedence).
     budget_fraction : float, optional
         Share of the pool hours, in ``(0, 1]``.
+    usable_ids : iterable of str, optional
+        The utterances whose audio can be read: the fraction is of their
+        hours (default: every utterance of the pool).
 
     Returns
     -------
@@ -92,15 +95,16 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None):
     >>> pool = Manifest("pool.csv", ["ID", "duration", "wav"],
     ...                 [{"ID": "a", "duration": "1800", "wav": "a.flac"},
     ...                  {"ID": "b", "duration": "1800", "wav": "b.flac"}])
-    >>> resolve_budget(pool, budget_fraction=0.1)
-    0.1
+    >>> resolve_budget(pool, budget_fraction=0.1), resolve_budget(pool, budget_fraction=0.1, usable_ids=["a"])
+    (0.1, 0.05)
     """
     if budget_hours is not None:
         budget = float(budget_hours)
     elif budget_fraction is not None:
         if not 0 < budget_fraction <= 1:
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
-        budget = float(budget_fraction) * pool.total_hours
+        hours = pool.total_hours if usable_ids is None else float(pool.durations_of(list(usable_ids)).sum()) / 3600
+        budget = float(budget_fraction) * hours
     else:
         raise ValueError("give budget_hours or budget_fraction")
     if not budget > 0:
@@ -230,7 +234,7 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     if selector.needs_target and target is None:
         raise TargetError(f"{type(selector).__name__} is target-aware but the target manifest "
                           f"{target_manifest} is {'missing' if target_manifest is None else 'empty'}")
-    budget = resolve_budget(pool, budget_hours, budget_fraction)
+    resolve_budget(pool, budget_hours, budget_fraction)  # a bad budget stops before any work
 
     feature_settings = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
     pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder,
@@ -255,6 +259,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
         with _logged_time("merging units and selecting" if world_size > 1 else "selection", rank, world_size):
             units = {name: pipeline.merge_units(manifest, name, codebook_path, world_size)
                      for name, manifest in manifests.items()}
+            # a share of the pool is a share of the audio that can be read (unreadable files are left out)
+            budget = resolve_budget(pool, budget_hours, budget_fraction, [i for i in pool.ids if i in units["pool"]])
             inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
                       "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
             if target is not None:

@@ -38,11 +38,13 @@ import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from common.audio import SAMPLE_RATE, load_audio
+from common.hashing import file_sha256
 from common.manifest import check_durations, load_dataset, read_manifest
 from lobes.crops import random_aligned_crop
-from lobes.encoder import checked_source, frame_mask
+from lobes.encoder import frame_mask, resolved_config
 from lobes.feature_cache import encoder_fingerprint
 from lobes.segments import SegmentSchedule, segment_rows
+from tasks.checkpoints import discard_incomplete_checkpoints, mark_checkpoints
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
 from tasks.heldout import evaluate_heldout
 from tasks.process_group import process_share
@@ -70,6 +72,7 @@ class DistillBrain(sb.Brain):
 
     def on_fit_start(self):
         super().on_fit_start()  # restores the last checkpoint, if any
+        mark_checkpoints(self.checkpointer)  # each checkpoint saved from now on ends with its completion mark
         student = getattr(self.modules.student, "module", self.modules.student)  # unwrap DDP
         if self.cnn_cached and not student.cnn_matches(self.teacher):
             raise ValueError(f"cache_cnn_features: the student restored from {self.checkpointer.checkpoints_dir} "
@@ -128,6 +131,29 @@ class DistillBrain(sb.Brain):
                 train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta={"loss": stage_loss})
         self.last_stats = stats
+
+
+@sb.utils.checkpoints.register_checkpoint_hooks
+class RandomStates:
+    """The generators of torch, NumPy and ``random``, checkpointed with the student.
+
+    A run resumed from a checkpoint draws what the uninterrupted run drew
+    after it: the DataLoader workers' seeds (hence the crops), dropout, the
+    shuffling. (Brain restores the optimizer, the step counters and the
+    epoch; SpeechBrain's sampler reshuffles from the epoch number.)
+    """
+
+    @sb.utils.checkpoints.mark_as_saver
+    def _save(self, path):
+        torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()},
+                   path)
+
+    @sb.utils.checkpoints.mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        states = torch.load(path, weights_only=False)
+        torch.set_rng_state(states["torch"])
+        np.random.set_state(states["numpy"])
+        random.setstate(states["random"])
 
 
 def load_datasets(hparams, subset_csv, teacher=None):
@@ -293,6 +319,15 @@ def schedule_steps(hparams, steps_per_epoch):
     return steps_per_epoch * hparams["epoch_counter"].limit
 
 
+def manifest_hashes(hparams):
+    """SHA-256 of the pool and target manifests (``None`` for a target that is not given or not there)."""
+    hashes = {}
+    for key in ("pool_manifest", "target_manifest"):
+        path = hparams.get(key)
+        hashes[f"{key}_sha256"] = file_sha256(path) if path and Path(path).is_file() else None
+    return hashes
+
+
 def check_manifests(hparams):
     """Stop before anything is selected or trained when a split the run reads later is missing."""
     folder = Path(hparams["manifest_folder"])
@@ -341,10 +376,12 @@ def main(argv):
         raise ValueError("steps_per_epoch draws fixed segments: set segment_seconds too (e.g. --segment_seconds=2.0)")
     if hparams["build_teacher"] is not None:
         run_on_main(hparams["build_teacher"])
-    checked_source(hparams["teacher_source"])  # a mistyped folder stops here, before any selection
+    resolved_config(hparams["teacher_source"])  # a mistyped folder or hub id stops here, before any selection
     check_manifests(hparams)
-    request = {key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
-                                             "budget_fraction", "seed", "teacher_source")}
+    request = {**{key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
+                                                "budget_fraction", "seed", "teacher_source", "data_folder")},
+               **manifest_hashes(hparams)}
+    discard_incomplete_checkpoints(hparams["save_folder"])  # a save that a kill interrupted is not resumed from
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
     # under torchrun every process extracts its shard of the units; one fits k-means and selects
     selection_folder = Path(hparams["output_folder"]) / "selection"
@@ -375,6 +412,9 @@ def main(argv):
     add_pipelines(hparams, train, valid, teacher, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
+    latest = hparams["checkpointer"].find_checkpoint()
+    if latest is None or "random_states" in latest.paramfiles:  # (checkpoints of older runs lack them)
+        hparams["checkpointer"].add_recoverable("random_states", RandomStates())
     schedule = training_schedule(hparams, train, run_opts)
     train_loader_kwargs = dict(hparams["train_dataloader_opts"])
     if schedule is not None:  # the schedule draws the items (and replaces shuffling)

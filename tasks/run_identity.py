@@ -41,6 +41,9 @@ def check_run_identity(save_folder, identity, record=True):
         asked for, before it runs and rewrites its outputs): only the keys
         given are compared, and nothing is written.
 
+    A recorded identity without checkpoints beside it (a run that stopped
+    before its first epoch ended) binds nothing: it is replaced.
+
     Raises
     ------
     RunMismatchError
@@ -54,20 +57,25 @@ def check_run_identity(save_folder, identity, record=True):
     recorded = json.loads(path.read_text()) if path.exists() else None
     has_checkpoints = any(folder.glob("CKPT+*"))
     ddp_barrier()  # every process has read the folder before the main process writes to it: all decide alike
-    if recorded is not None:
-        if not record:
-            recorded = {key: recorded.get(key) for key in identity}
-        if recorded != identity:
+    if recorded is not None and has_checkpoints:
+        # keys an older run did not record are not compared (it recorded what identified it then)
+        compared = {key: recorded[key] for key in identity if key in recorded}
+        if compared != {key: identity[key] for key in compared}:
             raise RunMismatchError(
-                f"{folder} holds checkpoints of another run:\n  recorded: {json.dumps(recorded, sort_keys=True)}\n"
+                f"{folder} holds checkpoints of another run:\n  recorded: {json.dumps(compared, sort_keys=True)}\n"
                 f"  this run: {json.dumps(identity, sort_keys=True)}\n"
                 "use another output_folder (or experiment_name), or delete that folder to start again")
+        if record and set(identity) - set(recorded):
+            _write(path, {**recorded, **identity})
         return
     if has_checkpoints:
         raise RunMismatchError(f"{folder} holds checkpoints of a run that recorded no identity (started before "
                                "run identities were recorded): use another output_folder, or delete that folder")
-    if not record:
-        return
+    if record:  # a first run, or one that stopped before its first checkpoint: this run's identity from now on
+        _write(path, identity)
+
+
+def _write(path, identity):
     if if_main_process():
         atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True))
     ddp_barrier()

@@ -21,13 +21,19 @@ recipe, never from the overrides: the teacher a recipe names is the teacher
 every stage of it uses, on the device the run resolved.
 """
 
+import json
 import re
 from pathlib import Path
 
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
-from selection.stages import run_selection
+from common.atomic import atomic_write_text
+from common.hashing import file_sha256
+from common.manifest import check_durations, dataset_rows, read_manifest
+from selection.audio import screen_headers
+from selection.outputs import write_subset_csv
+from selection.stages import SELECTION_JSON, SUBSET, run_selection
 
 
 def selection_file(folder, name):
@@ -119,6 +125,44 @@ def load_selection(folder, name, units_overrides, selector_overrides, seed, teac
     return config
 
 
+def whole_pool(pool_manifest, data_root, output_folder, rank=0, barrier=None):
+    """The whole pool as the subset, less the rows whose audio cannot be used (the selectors' rule).
+
+    Every file's header is read (:func:`selection.audio.screen_headers`); a
+    missing, unreadable or empty file is left out and counted, as every
+    selector does; a duration that disagrees with its file is an error, as in
+    the units stage. Writes ``subset.csv`` and ``selection.json``
+    (``pool_utterances_without_units``, the skipped rows with their lines)
+    into ``output_folder`` on the main process.
+
+    Raises
+    ------
+    ValueError
+        For a pool without utterances, or without one whose audio can be used.
+    """
+    pool = read_manifest(pool_manifest, data_root=data_root)
+    if len(pool) == 0:
+        raise ValueError(f"{pool.path}: the pool manifest has no utterances")
+    output_folder = Path(output_folder)
+    if rank == 0:
+        ids, skipped = screen_headers(pool)
+        if not ids:
+            raise ValueError(f"{pool.path}: no utterance of the pool has usable audio ({skipped[0][2]}, ...)")
+        rows = dataset_rows(pool.path, data_root)
+        check_durations({utt_id: rows[utt_id] for utt_id in ids}, pool.path)  # hours and budgets come from them
+        write_subset_csv(pool, ids, output_folder / SUBSET)
+        hours = float(pool.durations_of(ids).sum()) / 3600
+        atomic_write_text(output_folder / SELECTION_JSON, json.dumps({
+            "selector": "full", "utterances": len(ids), "hours": round(hours, 6), "pool_manifest": str(pool.path),
+            "pool_manifest_sha256": file_sha256(pool.path), "pool_utterances": len(pool),
+            "pool_hours": pool.total_hours, "pool_utterances_without_units": len(skipped),
+            "skipped": [{"ID": utt_id, "line": line, "reason": reason} for utt_id, line, reason in skipped]},
+            indent=2))
+    if barrier is not None:
+        barrier()
+    return output_folder / SUBSET
+
+
 def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, device="cpu"):
     """Run the recipe's selection; returns ``(subset manifest path, SelectionResult or None)``.
 
@@ -126,7 +170,8 @@ def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, de
     ``selector_overrides``, ``seed``, ``teacher_source``, ``pool_manifest``, ``target_manifest``,
     ``data_folder``, ``units_folder``, ``budget_hours`` and ``budget_fraction``, and
     ``build_teacher`` when the selection runs a teacher; models run on ``device``. The whole
-    pool (``selector: null``) is its own manifest; nothing is computed.
+    pool (``selector: null``) is screened like any selection's, nothing else is computed
+    (:func:`whole_pool`).
     """
     name = hparams["selection"]
     config = load_selection(hparams["selection_folder"], name, hparams["units_overrides"],
@@ -134,7 +179,7 @@ def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, de
                             teacher_source=hparams.get("teacher_source"), device=device,
                             build_teacher=hparams.get("build_teacher"))
     if config["selector"] is None:
-        return Path(hparams["pool_manifest"]), None
+        return whole_pool(hparams["pool_manifest"], hparams["data_folder"], output_folder, rank, barrier), None
     return run_selection(
         hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], config["units"]["extractor"],
         config["units"]["unit_settings"], config["selector"], output_folder, units_folder=hparams["units_folder"],
