@@ -27,28 +27,9 @@ from lobes.crops import random_aligned_crop
 from lobes.encoder import FrozenTeacher, frame_mask
 from lobes.feature_cache import encoder_fingerprint
 from lobes.losses import l1_cosine_loss, l1_cosine_per_utterance
-from lobes.students import DistilHuBERT
-from lobes.whisper_student import DistilWhisper
+from lobes.student_for_teacher import distil_student, thirds
 
 logger = logging.getLogger(__name__)
-
-
-def thirds(n_layers):
-    """DistilHuBERT's choice of target layers for a teacher of ``n_layers``: a third, two thirds, the last.
-
-    Example
-    -------
-    >>> thirds(12), thirds(6), thirds(4), thirds(2)
-    ([4, 8, 12], [2, 4, 6], [1, 3, 4], [1, 2])
-    """
-    return sorted({max(1, round(n_layers * k / 3)) for k in (1, 2, 3)})
-
-
-def proxy_student(teacher, n_layers=1, target_layers=None):
-    """A student of the teacher's family that starts from the teacher, its front end frozen."""
-    student_class = DistilWhisper if teacher.is_whisper else DistilHuBERT
-    layers = thirds(teacher.num_layers) if target_layers is None else list(target_layers)
-    return student_class(teacher, n_layers=n_layers, target_layers=layers, init_from_teacher=True, freeze_cnn=True)
 
 
 def padded_batch(waveforms):
@@ -153,7 +134,7 @@ class ProxyDifficultyScorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             rng = np.random.default_rng(self.seed)
-            proxy = proxy_student(teacher, self.n_layers, self.target_layers).to(self.device)
+            proxy = distil_student(teacher, self.n_layers, self.target_layers).to(self.device)  # front end frozen
             layers = proxy.target_layers
             sample = self._sample(rng, durations)
             started = time.perf_counter()

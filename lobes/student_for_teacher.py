@@ -12,12 +12,12 @@ from lobes.students import DistilHuBERT
 from lobes.whisper_student import DistilWhisper
 
 
-def thirds_of(n_layers):
+def thirds(n_layers):
     """Layers at a third, two thirds and the whole of a depth (distinct, at least 1).
 
     Example
     -------
-    >>> thirds_of(12), thirds_of(6), thirds_of(4), thirds_of(2)
+    >>> thirds(12), thirds(6), thirds(4), thirds(2)
     ([4, 8, 12], [2, 4, 6], [1, 3, 4], [1, 2])
     """
     return sorted({max(1, round(n_layers * k / 3)) for k in (1, 2, 3)})
@@ -33,7 +33,7 @@ def distil_student(teacher, n_layers=2, target_layers=None, init_from_teacher=Tr
     n_layers : int
         Student layers (2, as DistilHuBERT).
     target_layers : sequence of int, optional
-        Teacher layers to predict; default :func:`thirds_of` the teacher's depth.
+        Teacher layers to predict; default :func:`thirds` the teacher's depth.
     init_from_teacher, freeze_cnn : bool
         As in both students (the front end copied from the teacher and frozen by default:
         its output is then cached with the targets).
@@ -42,7 +42,7 @@ def distil_student(teacher, n_layers=2, target_layers=None, init_from_teacher=Tr
     -------
     torch.nn.Module
     """
-    layers = thirds_of(teacher.num_layers) if target_layers is None else list(target_layers)
+    layers = thirds(teacher.num_layers) if target_layers is None else list(target_layers)
     student_class = DistilWhisper if teacher.is_whisper else DistilHuBERT
     return student_class(teacher, n_layers=n_layers, target_layers=layers, init_from_teacher=init_from_teacher,
                          freeze_cnn=freeze_cnn)
