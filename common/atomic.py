@@ -17,8 +17,15 @@ TEMP_MARK = ".partial"
 
 
 def _umask():
-    """The process's file-mode creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
+    """The process's file-mode creation mask (from ``/proc/self/status`` where there is one: nothing is changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it and putting it back
     os.umask(mask)
     return mask
 

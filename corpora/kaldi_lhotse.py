@@ -190,8 +190,8 @@ def _kaldi_table(path, allow_empty=False):
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            key, _, rest = line.strip().partition(" ")
-            rest = rest.strip()
+            key, *value = line.split(maxsplit=1)  # spaces or tabs, as Kaldi reads them
+            rest = value[0].strip() if value else ""
             if not rest and not allow_empty:
                 raise ValueError(f"{path}, line {number}: expected '<key> <value>', got {line.strip()!r}")
             if key in seen:
@@ -412,7 +412,11 @@ def write_kaldi_dir(subset_csv, out_dir, data_root=None):
         if any(character.isspace() for character in window.utt_id):
             raise ValueError(f"{subset_csv}: ID {window.utt_id!r} holds a space, which Kaldi IDs cannot")
         speaker = safe_id(window.spk_id) if window.spk_id else window.utt_id
-        utt = window.utt_id if window.utt_id.startswith(speaker) else f"{speaker}-{window.utt_id}"
+        own = window.utt_id == speaker or window.utt_id.startswith(f"{speaker}-")
+        utt = window.utt_id if own else f"{speaker}-{window.utt_id}"
+        if utt in utts:
+            raise ValueError(f"{subset_csv}: ID {window.utt_id!r} becomes {utt!r} with its speaker as prefix, "
+                             "which another utterance already is")
         utts[utt] = (window, speaker)
     spk2utt = {}
     for utt, (_, speaker) in sorted(utts.items()):

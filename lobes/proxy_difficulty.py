@@ -131,7 +131,8 @@ class ProxyDifficultyScorer:
                 logger.info("difficulty scores done, loading %s", cached)
                 return data["losses"], json.loads(str(data["cost"])), data["embeddings"]
         durations = pool.durations_of(ids)
-        with torch.random.fork_rng(devices=[]):
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the caller's generators, the GPU's included, are left as they were
             torch.manual_seed(self.seed)
             rng = np.random.default_rng(self.seed)
             proxy = distil_student(teacher, self.n_layers, self.target_layers).to(self.device)  # front end frozen

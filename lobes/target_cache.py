@@ -12,13 +12,14 @@ written last, so a cache without one is incomplete and rebuilt.
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.atomic import TEMP_MARK, atomic_write_text, remove_temporaries
+from common.atomic import TEMP_MARK, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -119,33 +120,49 @@ def build_target_caches(encoder, batches, outputs, total=None, desc="teacher tar
     return {name: TargetCache(folder) for name, folder in folders.items()}
 
 
-def clear_incomplete(parent):
-    """Remove what interrupted cache builds left in ``parent``, whatever their keys (their temporaries, then empty folders).
+def clear_incomplete(parent, idle_seconds=600):
+    """Remove what interrupted cache builds left in ``parent``, whatever their keys.
+
+    A temporary data file (:data:`common.atomic.TEMP_MARK`) that nothing has
+    written to for ``idle_seconds`` is removed, then the folders left empty: a
+    build under way appends to its file all the time, so caches that other
+    runs are writing into the same folder (shared probe features) are kept.
+
+    Parameters
+    ----------
+    parent : str or os.PathLike
+        The folder holding cache folders.
+    idle_seconds : float
+        How long a temporary file must have been left alone.
 
     Returns
     -------
     int
-        Folders removed.
+        Files and folders removed.
 
     Example
     -------
     >>> import tempfile
     >>> parent = Path(tempfile.mkdtemp())
-    >>> (parent / "old-key").mkdir(); _ = (parent / "old-key" / f".{DATA_FILE}{TEMP_MARK}").write_bytes(b"0")
+    >>> (parent / "old-key").mkdir(); left = parent / "old-key" / f".{DATA_FILE}{TEMP_MARK}"
+    >>> _ = left.write_bytes(b"0"); os.utime(left, (0, 0))
     >>> clear_incomplete(parent), list(parent.iterdir())
-    (1, [])
+    (2, [])
     """
-    if not Path(parent).is_dir():
+    parent = Path(parent)
+    if not parent.is_dir():
         return 0
-    remove_temporaries(parent)
-    removed = 0
-    for folder in Path(parent).iterdir():
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            removed += 1
-    if removed:
-        logger.info("removed %d incomplete caches an interrupted run left in %s", removed, parent)
-    return removed
+    now = time.time()
+    stale = [path for path in parent.glob(f"*/.*{TEMP_MARK}*")
+             if path.is_file() and now - path.stat().st_mtime > idle_seconds]
+    for path in stale:
+        path.unlink()
+    emptied = [folder for folder in parent.iterdir() if folder.is_dir() and not any(folder.iterdir())]
+    for folder in emptied:
+        folder.rmdir()
+    if stale or emptied:
+        logger.info("removed %d files of interrupted cache builds from %s", len(stale), parent)
+    return len(stale) + len(emptied)
 
 
 class _CacheWriter:

@@ -4,7 +4,7 @@ SpeechBrain's Checkpointer writes a checkpoint's ``CKPT.yaml`` first and its
 parameter files after it, so a process killed while saving leaves a folder
 that looks like a checkpoint and is not one. A run that marks its checkpoints
 (:func:`mark_checkpoints`) saves, after every other part, a completion mark
-(``complete.ckpt``); the next run discards that run's checkpoints without one
+(``complete.ckpt``); the next run discards that folder's checkpoints without one
 (:func:`discard_incomplete_checkpoints`) and resumes from the last complete one.
 Folders of runs that never marked their checkpoints are left as they are.
 """
@@ -28,7 +28,10 @@ class CompletionMark:
 
     @mark_as_saver
     def _save(self, path):
-        Path(path).write_text("complete\n", encoding="utf-8")
+        """Write the mark, then flag the folder: from now on its unmarked checkpoints are interrupted saves."""
+        if if_main_process():
+            Path(path).write_text("complete\n", encoding="utf-8")
+            (Path(path).parents[1] / MARKED_FLAG).touch()
 
     @mark_as_loader
     def _recover(self, path, end_of_epoch=True):
@@ -39,11 +42,15 @@ def mark_checkpoints(checkpointer):
     """Make every checkpoint ``checkpointer`` saves from now on end with a completion mark.
 
     Call it once every other recoverable is registered (after the Brain's
-    ``on_fit_start``), so that the mark is saved last.
+    ``on_fit_start``), so that the mark is saved last. The folder is flagged
+    as marking (``checkpoints_marked``) by its first marked save only: the
+    checkpoints an older run left unmarked are not taken for interrupted saves.
+
+    Parameters
+    ----------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The run's checkpointer.
     """
-    if if_main_process():
-        Path(checkpointer.checkpoints_dir).mkdir(parents=True, exist_ok=True)
-        (Path(checkpointer.checkpoints_dir) / MARKED_FLAG).touch()
     checkpointer.add_recoverable(MARK, CompletionMark())
 
 

@@ -135,25 +135,38 @@ class DistillBrain(sb.Brain):
 
 @sb.utils.checkpoints.register_checkpoint_hooks
 class RandomStates:
-    """The generators of torch, NumPy and ``random``, checkpointed with the student.
+    """The generators of torch (CPU and GPUs), NumPy and ``random``, checkpointed with the student, per process.
 
     A run resumed from a checkpoint draws what the uninterrupted run drew
     after it: the DataLoader workers' seeds (hence the crops), dropout, the
     shuffling. (Brain restores the optimizer, the step counters and the
-    epoch; SpeechBrain's sampler reshuffles from the epoch number.)
+    epoch; SpeechBrain's sampler reshuffles from the epoch number.) Under
+    ``torchrun`` each process keeps its own (``random_states-rank<r>.ckpt``
+    beside the main process's file).
     """
+
+    @staticmethod
+    def own_file(path):
+        """This process's file: ``path`` on the main process, ``<stem>-rank<r>.ckpt`` beside it on the others."""
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return Path(path) if rank == 0 else Path(path).with_name(f"{Path(path).stem}-rank{rank}.ckpt")
 
     @sb.utils.checkpoints.mark_as_saver
     def _save(self, path):
-        torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()},
-                   path)
+        """Save this process's generator states."""
+        states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
+                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        torch.save(states, self.own_file(path))
 
     @sb.utils.checkpoints.mark_as_loader
     def _recover(self, path, end_of_epoch=True):
-        states = torch.load(path, weights_only=False)
+        """Restore this process's generator states."""
+        states = torch.load(self.own_file(path), weights_only=False)
         torch.set_rng_state(states["torch"])
         np.random.set_state(states["numpy"])
         random.setstate(states["random"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def load_datasets(hparams, subset_csv, teacher=None):
@@ -306,6 +319,19 @@ def schedule_steps(hparams, steps_per_epoch):
     ``ceil(total_steps / steps_per_epoch)``, so the run takes ``total_steps``
     rounded up to whole epochs. Without it, ``number_of_epochs`` epochs.
 
+    Parameters
+    ----------
+    hparams : dict
+        With ``total_steps`` (or ``None``), ``number_of_epochs`` and ``epoch_counter``
+        (whose limit is set when ``total_steps`` is).
+    steps_per_epoch : int
+        Optimizer steps one process takes in an epoch.
+
+    Returns
+    -------
+    int
+        Optimizer steps of the run (the learning-rate schedule's length).
+
     Example
     -------
     >>> from speechbrain.utils.epoch_loop import EpochCounter
@@ -320,7 +346,19 @@ def schedule_steps(hparams, steps_per_epoch):
 
 
 def manifest_hashes(hparams):
-    """SHA-256 of the pool and target manifests (``None`` for a target that is not given or not there)."""
+    """SHA-256 of the pool and target manifests, for the run's identity.
+
+    Parameters
+    ----------
+    hparams : dict
+        With ``pool_manifest`` and ``target_manifest``.
+
+    Returns
+    -------
+    dict
+        ``{"pool_manifest_sha256": ..., "target_manifest_sha256": ...}`` (``None`` for
+        a manifest that is not given or not there).
+    """
     hashes = {}
     for key in ("pool_manifest", "target_manifest"):
         path = hparams.get(key)
@@ -329,7 +367,18 @@ def manifest_hashes(hparams):
 
 
 def check_manifests(hparams):
-    """Stop before anything is selected or trained when a split the run reads later is missing."""
+    """Stop before anything is selected or trained when a split the run reads later is missing.
+
+    Parameters
+    ----------
+    hparams : dict
+        With ``manifest_folder``, ``valid_split`` and ``heldout_splits``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Listing the missing manifests.
+    """
     folder = Path(hparams["manifest_folder"])
     needed = [hparams["valid_split"], *(hparams["heldout_splits"] or [])]
     missing = [str(folder / f"{split}.csv") for split in needed if not (folder / f"{split}.csv").is_file()]
@@ -345,6 +394,18 @@ def evaluation_sets(hparams, valid):
     ``{"valid": {...}, "heldout": {split: {...}}}``, each with its manifest, its
     utterance count and ``in_pool``: how many of its utterances are also rows
     of the pool manifest (0: kept out of what selection could pick).
+
+    Parameters
+    ----------
+    hparams : dict
+        With ``manifest_folder``, ``pool_manifest``, ``valid_split``, ``valid_seed``
+        and ``heldout_splits``.
+    valid : speechbrain.dataio.dataset.DynamicItemDataset
+        The validation items (utterances, or segments naming their ``utterance``).
+
+    Returns
+    -------
+    dict
     """
     folder = Path(hparams["manifest_folder"])
     pool_ids = set(read_manifest(hparams["pool_manifest"]).ids)

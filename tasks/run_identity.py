@@ -41,15 +41,18 @@ def check_run_identity(save_folder, identity, record=True):
         asked for, before it runs and rewrites its outputs): only the keys
         given are compared, and nothing is written.
 
-    A recorded identity without checkpoints beside it (a run that stopped
-    before its first epoch ended) binds nothing: it is replaced.
-
     Raises
     ------
     RunMismatchError
         When the folder's recorded identity differs, or when it holds
         checkpoints but no identity (a run started before identities were
         recorded): the message names the folder and both identities.
+
+    Notes
+    -----
+    A recorded identity without checkpoints beside it (a run that stopped
+    before its first epoch ended) binds nothing: it is replaced. Keys that an
+    older run did not record are not compared, and are added to its record.
     """
     folder = Path(save_folder)
     path = folder / IDENTITY_FILE
@@ -76,6 +79,7 @@ def check_run_identity(save_folder, identity, record=True):
 
 
 def _write(path, identity):
+    """Write ``identity`` to ``path`` on the main process; every process waits for it."""
     if if_main_process():
         atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True))
     ddp_barrier()

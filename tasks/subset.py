@@ -144,12 +144,12 @@ def whole_pool(pool_manifest, data_root, output_folder, rank=0, barrier=None):
     if len(pool) == 0:
         raise ValueError(f"{pool.path}: the pool manifest has no utterances")
     output_folder = Path(output_folder)
+    ids, skipped = screen_headers(pool)  # on every process (headers only): all of them stop on a bad pool
+    if not ids:
+        raise ValueError(f"{pool.path}: no utterance of the pool has usable audio ({skipped[0][2]}, ...)")
+    rows = dataset_rows(pool.path, data_root)
+    check_durations({utt_id: rows[utt_id] for utt_id in ids}, pool.path)  # hours and budgets come from them
     if rank == 0:
-        ids, skipped = screen_headers(pool)
-        if not ids:
-            raise ValueError(f"{pool.path}: no utterance of the pool has usable audio ({skipped[0][2]}, ...)")
-        rows = dataset_rows(pool.path, data_root)
-        check_durations({utt_id: rows[utt_id] for utt_id in ids}, pool.path)  # hours and budgets come from them
         write_subset_csv(pool, ids, output_folder / SUBSET)
         hours = float(pool.durations_of(ids).sum()) / 3600
         atomic_write_text(output_folder / SELECTION_JSON, json.dumps({

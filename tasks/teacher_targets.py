@@ -10,6 +10,7 @@ import speechbrain as sb
 
 from common.audio import load_audio
 from common.hashing import files_state, settings_hash
+from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches, module_device
 
 
@@ -40,7 +41,7 @@ def item_batches(dataset, batch_size):
 
 
 def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
-    """Teacher targets of a dataset's items, keyed by teacher, layers and the item list.
+    """Teacher targets of a dataset's items, keyed by the teacher (its weights and precision), layers and the item list.
 
     The teacher runs on each item alone (a segment: on that segment's audio
     only). With ``with_cnn`` the same teacher pass also stores its CNN's
@@ -55,7 +56,8 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
     ids = sorted(dataset.data_ids)
     audio = files_state(dataset.data[i]["wav"] for i in ids)  # a replaced file is computed again
     prefix = f"{name}-{Path(hparams['teacher_source']).name}"
-    suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio}, 12)
+    suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio,
+                            "teacher": encoder_fingerprint(teacher), "precision": teacher.precision}, 12)
     folder = Path(hparams["cache_folder"])
     outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
     if with_cnn:

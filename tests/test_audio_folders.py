@@ -450,3 +450,13 @@ def test_the_preparation_command_line(prepared, tmp_path):
                         "--segments_folder", str(prepared["save"] / "segments"), "--valid_utterances", "2",
                         "--heldout_utterances", "2", "--seed", "3"])
     assert json.loads((tmp_path / "cli" / REPORT_NAME).read_text())["seed"] == 3
+
+
+def test_kaldi_tables_separated_by_tabs_read_as_by_spaces(tmp_path):
+    audio = write(tmp_path / "audio" / "rec.wav", noise(2.0, seed=11), SR, subtype="PCM_16")
+    lists = tmp_path / "data"
+    lists.mkdir()
+    (lists / "wav.scp").write_text(f"rec\t{audio}\n")
+    (lists / "text").write_text("rec\thello  world\n")
+    (listed,), _ = read_kaldi_dir(lists)
+    assert (listed.key, listed.path, listed.wrd) == ("rec", str(audio), "HELLO WORLD")

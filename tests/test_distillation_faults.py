@@ -91,7 +91,8 @@ def test_a_run_that_crashed_before_its_first_checkpoint_binds_nothing(tiny_corpu
     assert (tmp_path / "run" / "save" / "run_identity.json").exists()
     leftover = tmp_path / "run" / "save" / "teacher_targets" / "train-an-old-key"
     leftover.mkdir(parents=True)
-    (leftover / ".targets.f16.partial").write_bytes(bytes(1000))  # what a killed cache build leaves
+    (leftover / ".targets.f16.partial").write_bytes(bytes(1000))  # what a killed cache build leaves,
+    os.utime(leftover / ".targets.f16.partial", (time.time() - 3600,) * 2)  # untouched for an hour
     monkeypatch.setattr(tasks.distillation, "build_caches", real)
     corrected = pool_with_rows(tiny_corpus, tmp_path / "corrected.csv", keep=16)
     tasks.distillation.main(argv_for(tiny_corpus, tiny_whisper_dir, tmp_path, "random",

