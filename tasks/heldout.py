@@ -41,7 +41,7 @@ def domain_losses(utterances):
     """Frame-weighted loss per domain and over all: ``{domain: {"loss", "utterances", "frames"}}``."""
     groups = {}
     for loss_sum, frames, domain in utterances.values():
-        for name in (domain, "all"):
+        for name in (domain, "all") if domain else ("all",):  # a manifest without domains: "all" only
             group = groups.setdefault(name, [0.0, 0, 0])
             group[0] += loss_sum
             group[1] += frames
