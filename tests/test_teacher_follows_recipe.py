@@ -8,6 +8,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import tasks.experiment
+from common.manifest import load_dataset
 from conftest import SYNTH_RECIPE
 from selection.stages import load_selection as load_selection_result
 from tasks.experiment import load_probe_encoder, with_device
@@ -121,3 +122,26 @@ def test_the_teacher_runs_in_the_precision_asked_for_on_a_gpu_only(tiny_hubert_d
     assert half.precision == "fp16" and torch.equal(half(wavs, lens)[0], full)  # on a CPU: fp32, unchanged
     with pytest.raises(ValueError, match="precision 'fp8'"):
         FrozenTeacher(tiny_hubert_dir, precision="fp8")
+
+
+def test_a_teacher_retrained_in_place_gets_new_targets(tiny_corpus, tiny_hubert_dir, tmp_path):
+    """The teacher-target cache is keyed by the teacher's weights, not by its folder's name."""
+    import shutil
+
+    from lobes.encoder import FrozenTeacher
+    from tasks.teacher_targets import build_caches
+
+    folder = tmp_path / "teacher_hf"
+    shutil.copytree(tiny_hubert_dir, folder)
+    dataset = load_dataset(tiny_corpus["save_folder"] / "asr_dev.csv", tiny_corpus["data_folder"])
+    hparams = {"teacher_source": str(folder), "cache_folder": str(tmp_path / "cache"), "cache_batch_size": 4}
+    first = build_caches(hparams, "valid", dataset, FrozenTeacher(folder), [1, 2])["targets"]
+    teacher = FrozenTeacher(folder)
+    with torch.no_grad():
+        for parameter in teacher.model.parameters():
+            parameter.mul_(1.5)
+    teacher.model.save_pretrained(folder)  # retrained in place: same folder, other weights
+    second = build_caches(hparams, "valid", dataset, FrozenTeacher(folder), [1, 2])["targets"]
+    assert first.folder != second.folder
+    utt = dataset.data_ids[0]
+    assert not torch.equal(first.get(utt), second.get(utt))
