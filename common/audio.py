@@ -41,21 +41,45 @@ class AudioError(RuntimeError):
     """An audio file cannot be used (missing, unreadable, empty or non-finite)."""
 
 
+def audio_info(path):
+    """An audio file's header (``soundfile.info``), or :class:`AudioError` in :func:`load_audio`'s words.
+
+    Raises
+    ------
+    AudioError
+        When the file is missing, unreadable or empty (0 frames).
+
+    Example
+    -------
+    >>> audio_info("no/such/file.flac")
+    Traceback (most recent call last):
+    ...
+    common.audio.AudioError: missing file no/such/file.flac
+    """
+    if not os.path.isfile(path):
+        raise AudioError(f"missing file {path}")
+    try:
+        info = sf.info(path)
+    except (RuntimeError, OSError, ValueError) as err:  # LibsndfileError is a RuntimeError
+        raise AudioError(f"unreadable file {path}: {err}") from None
+    if info.frames <= 0:
+        raise AudioError(f"empty file {path}")
+    return info
+
+
 def header_problem(path):
-    """What makes an audio file unusable, read from its header alone (``None``: nothing), in :func:`load_audio`'s words.
+    """What makes an audio file unusable, read from its header alone (``None``: nothing).
 
     Example
     -------
     >>> header_problem("no/such/file.flac")
     'missing file no/such/file.flac'
     """
-    if not os.path.isfile(path):
-        return f"missing file {path}"
     try:
-        frames = sf.info(path).frames
-    except (RuntimeError, OSError, ValueError) as err:
-        return f"unreadable file {path}: {err}"
-    return f"empty file {path}" if frames == 0 else None
+        audio_info(path)
+    except AudioError as err:
+        return str(err)
+    return None
 
 
 def load_audio(path, sample_rate=SAMPLE_RATE, start=0, stop=None):
@@ -90,17 +114,14 @@ def load_audio(path, sample_rate=SAMPLE_RATE, start=0, stop=None):
     >>> load_audio(path).shape, load_audio(path, start=100, stop=400).shape
     (torch.Size([16000]), torch.Size([300]))
     """
-    if not os.path.isfile(path):
-        raise AudioError(f"missing file {path}")
+    file_rate = audio_info(path).samplerate
+    window = {"start": start, "stop": stop} if file_rate == sample_rate else {}
     try:
-        file_rate = sf.info(path).samplerate
-        window = {"start": start, "stop": stop} if file_rate == sample_rate else {}
         data, file_rate = sf.read(path, dtype="float32", always_2d=True, **window)
-    except (RuntimeError, OSError, ValueError) as err:  # LibsndfileError is a RuntimeError
+    except (RuntimeError, OSError, ValueError) as err:
         raise AudioError(f"unreadable file {path}: {err}") from None
     if data.shape[0] == 0:
-        whole = start == 0 and stop is None
-        raise AudioError(f"empty file {path}" if whole else f"empty segment [{start}, {stop}) of {path}")
+        raise AudioError(f"empty segment [{start}, {stop}) of {path}")
     if not np.isfinite(data).all():
         raise AudioError(f"non-finite samples in {path}")
     wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])

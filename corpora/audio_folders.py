@@ -123,7 +123,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common.atomic import TEMP_MARK, atomic_path, atomic_write_csv, atomic_write_text, remove_temporaries
-from common.audio import SAMPLE_RATE, AudioError, duration_disagrees, load_audio
+from common.audio import SAMPLE_RATE, AudioError, audio_info, duration_disagrees, load_audio
 from common.hashing import files_state, settings_hash
 from corpora.kaldi_lhotse import (Listed, normalise_text, read_kaldi_dir, read_lhotse_manifest, safe_id, seconds_text,
                                   unique_ids, write_kaldi_dir, write_lhotse_manifests)
@@ -496,14 +496,7 @@ def probe_duration(path):
     >>> probe_duration(path)
     1.5
     """
-    if not os.path.isfile(path):
-        raise AudioError(f"missing file {path}")
-    try:
-        info = sf.info(path)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise AudioError(f"unreadable file {path}: {err}") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"empty file {path} (0 frames)")
+    info = audio_info(path)
     if info.subtype in FLOAT_SUBTYPES:
         load_audio(path)
     return info.frames / info.samplerate

@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from lobes.encoder import frame_mask
 from lobes.losses import l1_cosine_frames
+from lobes.target_cache import module_device
 
 
 def standardise(values, stats):
@@ -62,7 +63,7 @@ def item_loss_sums(student, batches, cache, reference_stats, student_stats=None,
     {'a': (1.253, 4), 'b': (0.627, 2)}
     """
     student.eval()
-    device = next(iter(student.parameters()), torch.empty(0)).device  # the student runs where it is
+    device = module_device(student)  # the student runs where it is
     sums = {}
     for ids, wavs, wav_lens in batches:
         if wavs is not None:

@@ -22,15 +22,15 @@ every stage of it uses, on the device the run resolved.
 """
 
 import json
-import re
 from pathlib import Path
 
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAML
 from speechbrain.utils.distributed import run_on_main
 
 from common.atomic import atomic_write_text
 from common.hashing import file_sha256
-from common.manifest import check_durations, dataset_rows, read_manifest
+from common.manifest import check_durations, read_manifest
 from selection.audio import screen_headers
 from selection.outputs import write_subset_csv
 from selection.stages import SELECTION_JSON, SUBSET, run_selection
@@ -49,9 +49,9 @@ RECIPE_KEYS = ("seed", "teacher_source", "device")
 
 
 def declared_keys(path):
-    """The top-level keys of a YAML file (the names left of ``:`` on unindented lines)."""
-    text = Path(path).read_text(encoding="utf-8")
-    return set(re.findall(r"^([A-Za-z_][\w]*)\s*:", text, flags=re.MULTILINE))
+    """The top-level keys of a YAML file, read without building its objects (tags kept as they are)."""
+    with open(path, encoding="utf-8") as handle:
+        return set(YAML(typ="rt").load(handle))
 
 
 def recipe_values(path, given, overrides):
@@ -147,8 +147,8 @@ def whole_pool(pool_manifest, data_root, output_folder, rank=0, barrier=None):
     ids, skipped = screen_headers(pool)  # on every process (headers only): all of them stop on a bad pool
     if not ids:
         raise ValueError(f"{pool.path}: no utterance of the pool has usable audio ({skipped[0][2]}, ...)")
-    rows = dataset_rows(pool.path, data_root)
-    check_durations({utt_id: rows[utt_id] for utt_id in ids}, pool.path)  # hours and budgets come from them
+    rows = {utt_id: {"wav": pool.wav_path(utt_id), "duration": pool.duration(utt_id)} for utt_id in ids}
+    check_durations(rows, pool.path)  # hours and budgets come from them
     if rank == 0:
         write_subset_csv(pool, ids, output_folder / SUBSET)
         hours = float(pool.durations_of(ids).sum()) / 3600
