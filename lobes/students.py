@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_folder
-from lobes.encoder import run_encoder
+from lobes.encoder import frame_lengths_of, model_input, run_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class SSLStudent(nn.Module):
         self.use_mask = use_mask
         self.target_layers = [int(layer) for layer in target_layers]
 
-    def forward(self, wavs, wav_lens, cnn_features=None):
+    def forward(self, wavs, wav_lens, cnn_features=None, masked_frames=None):
         """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``.
 
         Parameters
@@ -121,27 +121,54 @@ class SSLStudent(nn.Module):
             ``[B, T, C]``: the output the frozen CNN would give for ``wavs``
             (the teacher's: :meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`); the
             CNN is then not run.
+        masked_frames : torch.Tensor, optional
+            ``[B, T]`` bool: CNN output frames replaced by the learnt mask embedding
+            (after :meth:`enable_input_masking`), as HuBERT pretraining masks its input.
         """
-        if cnn_features is None:
-            hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
-            return self.predict(hidden), frame_lengths
-        if not self.cnn_frozen:
-            raise ValueError("cnn_features replace the CNN's output: the student's CNN must be frozen (freeze_cnn)")
-        expected = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
-        if cnn_features.shape[1] != expected:
-            raise ValueError(f"cnn_features have {cnn_features.shape[1]} frames; the CNN makes {expected} of "
-                             f"{wavs.shape[1]} samples")
         cnn = self.encoder.feature_extractor
         own_forward = cnn.__dict__.get("forward")  # an instance-level forward set by someone else, if any
-        cnn.forward = lambda input_values: cnn_features.transpose(1, 2)  # HF reads [B, C, T]
+        if cnn_features is not None:
+            if not self.cnn_frozen:
+                raise ValueError("cnn_features replace the CNN's output: the student's CNN must be frozen (freeze_cnn)")
+            expected = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
+            if cnn_features.shape[1] != expected:
+                raise ValueError(f"cnn_features have {cnn_features.shape[1]} frames; the CNN makes {expected} of "
+                                 f"{wavs.shape[1]} samples")
+            cnn.forward = lambda input_values: cnn_features.transpose(1, 2)  # HF reads [B, C, T]
+        masking = None
+        if masked_frames is not None:  # after the CNN's own hooks (its gradient scaling)
+            embedding = self.input_mask_embedding()
+            masking = cnn.register_forward_hook(
+                lambda module, inputs, output: torch.where(masked_frames[:, None, :output.shape[2]],
+                                                           embedding[None, :, None].to(output.dtype), output))
         try:
             hidden, frame_lengths = run_encoder(self.encoder, wavs, wav_lens, self.normalize, self.use_mask)
         finally:
-            if own_forward is None:
-                del cnn.forward  # the class's forward again
-            else:
-                cnn.forward = own_forward
+            if cnn_features is not None:
+                if own_forward is None:
+                    del cnn.forward  # the class's forward again
+                else:
+                    cnn.forward = own_forward
+            if masking is not None:
+                masking.remove()
         return self.predict(hidden), frame_lengths
+
+    def enable_input_masking(self):
+        """Add the learnt embedding that replaces masked CNN output frames (zeros at first; objectives that mask)."""
+        if getattr(self, "mask_embedding", None) is None:
+            self.mask_embedding = nn.Parameter(torch.zeros(self.encoder.config.conv_dim[-1]))
+
+    def input_mask_embedding(self):
+        """The mask embedding, or an error when :meth:`enable_input_masking` was not called."""
+        if getattr(self, "mask_embedding", None) is None:
+            raise ValueError(f"{type(self).__name__}: masked_frames given before enable_input_masking()")
+        return self.mask_embedding
+
+    def front_end_frames(self, wavs, wav_lens):
+        """Frames of the CNN's output: each item's real ones ``[B]`` and the batch's ``T`` (what ``masked_frames`` spans)."""
+        _, mask = model_input(wavs, wav_lens, False)
+        n_frames = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
+        return frame_lengths_of(self.encoder, mask), n_frames
 
     def cnn_matches(self, teacher):
         """Whether the student's CNN holds exactly the teacher's CNN weights."""
@@ -281,10 +308,17 @@ class FitHuBERT(SSLStudent):
             (UpsampledHint(hidden_size, teacher.hidden_size) if time_reduction
              else nn.Linear(hidden_size, teacher.hidden_size)) for _ in targets)
 
-    def forward(self, wavs, wav_lens, cnn_features=None):
+    def forward(self, wavs, wav_lens, cnn_features=None, masked_frames=None):
         """As :meth:`SSLStudent.forward`; with time reduction, frame lengths at the teacher's rate."""
-        predictions, frame_lengths = super().forward(wavs, wav_lens, cnn_features)
+        predictions, frame_lengths = super().forward(wavs, wav_lens, cnn_features, masked_frames)
         return predictions, frame_lengths * 2 if self.time_reduction else frame_lengths
+
+    def enable_input_masking(self):
+        """As :meth:`SSLStudent.enable_input_masking`; not with time reduction (its frames are not the targets')."""
+        if self.time_reduction:
+            raise ValueError("FitHuBERT with time_reduction runs at half the targets' frame rate: objectives that "
+                             "mask the input need time_reduction: False")
+        super().enable_input_masking()
 
     def predict(self, hidden):
         return torch.stack([head(hidden[i + 1]) for i, head in enumerate(self.heads)])

@@ -69,7 +69,7 @@ class DistilWhisper(nn.Module):
         self.expand = nn.Sequential(nn.Linear(dim, dim * n_targets), nn.GELU())
         self.heads = nn.ModuleList(nn.Linear(dim, teacher.hidden_size) for _ in range(n_targets))
 
-    def forward(self, wavs, wav_lens, cnn_features=None):
+    def forward(self, wavs, wav_lens, cnn_features=None, masked_frames=None):
         """Predicted teacher layers ``[N, B, T, D_teacher]`` and frame lengths ``[B]``.
 
         Parameters
@@ -81,7 +81,11 @@ class DistilWhisper(nn.Module):
         cnn_features : torch.Tensor, optional
             ``[B, T, D]``: the teacher's convolution output for ``wavs``
             (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`); the front end is then not run.
+        masked_frames : torch.Tensor, optional
+            ``[B, T]`` bool: convolution output frames replaced by the learnt mask embedding
+            (after :meth:`enable_input_masking`), before the position table is added.
         """
+        embedding = None if masked_frames is None else self.input_mask_embedding()
         n_samples = sample_mask(wavs, wav_lens).sum(1)
         frame_lengths = whisper_encoder.frame_lengths(n_samples).long()
         if cnn_features is not None:
@@ -99,6 +103,8 @@ class DistilWhisper(nn.Module):
                     self.encoder, whisper_encoder.log_mel(self.feature_extractor, group))
             else:
                 conv_out = cnn_features[rows, :n_frames]
+            if embedding is not None:
+                conv_out = torch.where(masked_frames[rows, :n_frames, None], embedding.to(conv_out.dtype), conv_out)
             return whisper_encoder.hidden_states(self.encoder, conv_out), conv_out
 
         hidden, _ = run_unpadded(run_group, wavs, wav_lens, frame_lengths, whisper_encoder.MIN_SAMPLES)
@@ -106,6 +112,22 @@ class DistilWhisper(nn.Module):
 
     def predict(self, hidden):
         return expanded_heads(self.expand, self.heads, hidden[-1])
+
+    def enable_input_masking(self):
+        """Add the learnt embedding that replaces masked convolution output frames (zeros at first)."""
+        if getattr(self, "mask_embedding", None) is None:
+            self.mask_embedding = nn.Parameter(torch.zeros(self.config.d_model))
+
+    def input_mask_embedding(self):
+        """The mask embedding, or an error when :meth:`enable_input_masking` was not called."""
+        if getattr(self, "mask_embedding", None) is None:
+            raise ValueError("DistilWhisper: masked_frames given before enable_input_masking()")
+        return self.mask_embedding
+
+    def front_end_frames(self, wavs, wav_lens):
+        """Frames of the front end's output: each item's real ones ``[B]`` and the batch's ``T`` (what ``masked_frames`` spans)."""
+        frame_lengths = whisper_encoder.frame_lengths(sample_mask(wavs, wav_lens).sum(1)).long()
+        return frame_lengths, int(frame_lengths.max()) if len(frame_lengths) else 0
 
     def cnn_matches(self, teacher):
         """Whether the student's convolutions hold exactly the teacher's weights."""

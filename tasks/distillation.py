@@ -24,6 +24,7 @@ python recipes/SynthDomains/distillation/train.py recipes/SynthDomains/distillat
 torchrun --nproc_per_node=2 recipes/SynthDomains/distillation/train.py <hparams>   # several processes (gloo without a GPU)
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -44,12 +45,15 @@ from lobes.crops import random_aligned_crop
 from lobes.encoder import frame_mask, resolved_config
 from lobes.feature_cache import encoder_fingerprint
 from lobes.segments import SegmentSchedule, segment_rows
+from lobes.unit_prediction import frame_units
 from tasks.checkpoints import discard_incomplete_checkpoints, mark_checkpoints
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
 from tasks.heldout import evaluate_heldout
+from tasks.objectives import chosen_objective, draw_masked_frames, unit_targets, uses_units
 from tasks.process_group import process_share
 from tasks.run_identity import check_run_identity, ids_hash
 from tasks.subset import select_subset
+from tasks.target_statistics import SOURCES, pool_statistics
 from tasks.teacher_targets import build_caches, load_item
 
 logger = logging.getLogger(__name__)
@@ -69,6 +73,9 @@ class DistillBrain(sb.Brain):
     cnn_cached = False  # True: batches carry the teacher's CNN output (``cnn_features``)
     targets_cached = False  # True: batches carry the teacher's targets (``targets``)
     target_stats = None  # (mean, std) ``[N, D]``: targets are standardised per layer and dimension
+    objective = None  # the loss of the chosen objective (tasks.objectives.chosen_objective)
+    objective_needs = {"masks_input": False, "targets": "hidden_states"}  # lobes.losses.needs of the objective
+    units = None  # unit targets: {"layer", "codebook", "index"} (tasks.objectives.unit_targets)
 
     def on_fit_start(self):
         super().on_fit_start()  # restores the last checkpoint, if any
@@ -80,19 +87,32 @@ class DistillBrain(sb.Brain):
                              "output_folder, or cache_cnn_features: False")
 
     def compute_forward(self, batch, stage):
+        """The student's predictions, frame lengths and the input frames it saw masked (``None``: none)."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        if self.cnn_cached:
-            return self.modules.student(wavs, wav_lens, cnn_features=batch.cnn_features.data)
-        return self.modules.student(wavs, wav_lens)
+        student = getattr(self.modules.student, "module", self.modules.student)  # unwrap DDP
+        masked = None
+        if self.objective_needs["masks_input"]:
+            real, n_frames = student.front_end_frames(wavs, wav_lens)
+            masked = draw_masked_frames(real, n_frames, self.hparams.input_mask_prob,
+                                        self.hparams.input_mask_length).to(self.device)
+        cnn_features = batch.cnn_features.data if self.cnn_cached else None
+        predictions, frame_lengths = self.modules.student(wavs, wav_lens, cnn_features=cnn_features,
+                                                          masked_frames=masked)
+        return predictions, frame_lengths, masked
 
     def teacher_targets(self, batch):
+        """The batch's targets: hidden states ``[N, B, T, D]`` (standardised when set), or units ``[B, T]``."""
         if self.targets_cached:
             targets, _ = batch.targets  # [B, T, N, D]
             targets = targets.permute(2, 0, 1, 3)
+            if self.units is not None:
+                return targets[0, :, :, 0].round().long()
         else:
             wavs, wav_lens = batch.sig
-            hidden, _ = self.teacher(wavs, wav_lens)
+            hidden, frame_lengths = self.teacher(wavs, wav_lens)
+            if self.units is not None:
+                return frame_units(hidden[self.units["layer"]], frame_lengths, self.units["codebook"]).to(self.device)
             targets = hidden[self.target_layers]
         if self.target_stats is None:
             return targets
@@ -100,14 +120,25 @@ class DistillBrain(sb.Brain):
         return (targets - mean) / std
 
     def compute_objectives(self, predictions, batch, stage):
-        predictions, frame_lengths = predictions
+        predictions, frame_lengths, masked = predictions
         targets = self.teacher_targets(batch)
-        n_frames = min(predictions.shape[2], targets.shape[2])
+        n_frames = min(predictions.shape[2], targets.shape[-1 if self.units is not None else 2])
         mask = frame_mask(frame_lengths, n_frames)
-        loss, per_layer = self.hparams.loss(predictions[:, :, :n_frames], targets[:, :, :n_frames], mask)
-        self.layer_loss_sum += per_layer.detach().float().cpu()
+        extra = {} if masked is None else {"masked_frames": masked[:, :n_frames]}
+        if self.units is not None:
+            logits = self.modules.unit_head(predictions[self.units["index"], :, :n_frames])
+            loss, per_layer = self.objective(logits, targets[:, :n_frames], mask, **extra)
+        else:
+            loss, per_layer = self.objective(predictions[:, :, :n_frames], targets[:, :, :n_frames], mask, **extra)
+        self.layer_loss_sum = self.layer_loss_sum + per_layer.detach().float().cpu()
         self.layer_loss_batches += 1
         return loss
+
+    def loss_names(self):
+        """The names of the per-layer losses logged (``loss_layer<l>``, or ``loss_units<l>`` for unit targets)."""
+        if self.units is not None:
+            return [f"loss_units{self.units['layer']}"]
+        return [f"loss_layer{layer}" for layer in self.target_layers]
 
     def on_fit_batch_start(self, batch, should_step):
         lr = self.hparams.lr_schedule.calculate_lr(self.optimizer_step)
@@ -115,14 +146,14 @@ class DistillBrain(sb.Brain):
             group["lr"] = lr
 
     def on_stage_start(self, stage, epoch=None):
-        self.layer_loss_sum = torch.zeros(len(self.target_layers))
+        self.layer_loss_sum = torch.zeros(len(self.loss_names()))
         self.layer_loss_batches = 0
         self.stage_started = time.time()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         per_layer = self.layer_loss_sum / max(self.layer_loss_batches, 1)
         stats = {"loss": stage_loss, "minutes": round((time.time() - self.stage_started) / 60, 2),
-                 **{f"loss_layer{layer}": float(v) for layer, v in zip(self.target_layers, per_layer)}}
+                 **{name: float(v) for name, v in zip(self.loss_names(), per_layer)}}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
@@ -294,21 +325,37 @@ def check_cnn_cache(hparams, student, teacher):
     return True
 
 
-def target_statistics(hparams, train_cache):
-    """Per-layer target mean and std from the training cache when ``normalize_targets``, else ``None``.
+def target_statistics(hparams, train_cache, teacher, layers, learns_units=False):
+    """Per-layer target mean and std when ``normalize_targets``, else ``None``, and where they came from.
 
-    Teachers whose hidden states have large norms (Whisper's last layer reaches about 24) are easier
-    to regress standardised; the statistics come from the cached subset, so no extra teacher pass.
+    ``target_statistics: pool`` (:func:`tasks.target_statistics.pool_statistics`): a seeded
+    sample of the pool, the same for every student of the teacher; ``subset``: the run's
+    cached targets (no extra teacher pass; the statistics then follow the subset).
+    Teachers whose hidden states have large norms (Whisper's last layer reaches about 24)
+    are easier to regress standardised.
+
+    Returns
+    -------
+    tuple
+        ``((mean, std) or None, record)``; ``record`` goes into ``distillation.json``.
     """
     if not hparams["normalize_targets"]:
-        return None
-    if train_cache is None:
-        raise ValueError("normalize_targets takes its statistics from the teacher-target cache: "
-                         "set cache_teacher_targets: True, or normalize_targets: False")
-    mean, std = train_cache.layer_statistics()
+        return None, None
+    source = hparams["target_statistics"]
+    if source not in SOURCES:
+        raise ValueError(f"target_statistics: '{source}', expected one of {SOURCES}")
+    if source == "pool":
+        mean, std, record = pool_statistics(hparams, teacher, layers)
+    else:
+        if train_cache is None or learns_units:
+            raise ValueError("target_statistics: subset takes the statistics from the cached hidden states of the "
+                             "subset: set cache_teacher_targets: True (and an objective that learns hidden "
+                             "states), or --target_statistics=pool")
+        mean, std = train_cache.layer_statistics()
+        record = {"source": "subset"}
     logger.info("targets standardised per layer: mean |mean| %s, mean std %s",
                 [round(float(m), 3) for m in mean.abs().mean(1)], [round(float(v), 3) for v in std.mean(1)])
-    return mean, std.clamp(min=1e-5)
+    return (mean, std.clamp(min=1e-5)), record
 
 
 def schedule_steps(hparams, steps_per_epoch):
@@ -439,8 +486,10 @@ def main(argv):
         run_on_main(hparams["build_teacher"])
     resolved_config(hparams["teacher_source"])  # a mistyped folder or hub id stops here, before any selection
     check_manifests(hparams)
+    loss, objective_needs = chosen_objective(hparams)  # an unknown objective stops here too
     request = {**{key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
-                                                "budget_fraction", "seed", "teacher_source", "data_folder")},
+                                                "budget_fraction", "seed", "teacher_source", "data_folder",
+                                                "objective")},
                **manifest_hashes(hparams)}
     discard_incomplete_checkpoints(hparams["save_folder"])  # a save that a kill interrupted is not resumed from
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs
@@ -453,18 +502,25 @@ def main(argv):
     # the teacher's targets and held-out loss are computed on the run's device, in its precision (on a GPU)
     teacher = hparams["teacher_class"](hparams["teacher_source"], precision=run_opts.precision).to(run_opts.device)
     student = hparams["student_class"](teacher)
+    if objective_needs["masks_input"]:
+        student.enable_input_masking()
+    units = unit_targets(hparams, teacher, student, run_opts.device) if uses_units(objective_needs) else None
+    if units is not None:  # the heads of the other target layers get no gradient
+        run_opts = dataclasses.replace(run_opts, find_unused_parameters=True)
     train, valid = load_datasets(hparams, subset_csv, teacher)
     subset = read_manifest(subset_csv)
     check_run_identity(hparams["save_folder"], {
         **request, "subset_ids": ids_hash(subset.ids), "subset_utterances": len(subset),
         "teacher_weights": encoder_fingerprint(teacher), "student": type(student).__name__,
         "target_layers": list(student.target_layers), "segment_seconds": hparams["segment_seconds"],
-        "steps_per_epoch": hparams["steps_per_epoch"]})
+        "steps_per_epoch": hparams["steps_per_epoch"], "objective_settings": loss.keywords,
+        "unit_codebook": None if units is None else units["codebook_path"].name})
     caches = {}
     with_cnn = check_cnn_cache(hparams, student, teacher)
     if hparams["cache_teacher_targets"]:
+        unit_spec = None if units is None else {key: units[key] for key in ("layer", "codebook", "codebook_path")}
         for name, dataset in (("train", train), ("valid", valid)):
-            arguments = [hparams, name, dataset, teacher, student.target_layers, with_cnn]
+            arguments = [hparams, name, dataset, teacher, student.target_layers, with_cnn, unit_spec]
             run_on_main(build_caches, args=arguments)
             built = build_caches(*arguments)  # complete now: only opened
             caches[f"{name}_cache"] = built["targets"]
@@ -473,6 +529,10 @@ def main(argv):
     add_pipelines(hparams, train, valid, teacher, **caches)
 
     hparams["checkpointer"].add_recoverable("student", student)
+    modules = {"student": student}
+    if units is not None:
+        modules["unit_head"] = units["head"]
+        hparams["checkpointer"].add_recoverable("unit_head", units["head"])
     latest = hparams["checkpointer"].find_checkpoint()
     if latest is None or "random_states" in latest.paramfiles:  # (checkpoints of older runs lack them)
         hparams["checkpointer"].add_recoverable("random_states", RandomStates())
@@ -484,12 +544,15 @@ def main(argv):
     steps = schedule_steps(hparams, optimizer_steps_per_epoch(examples, hparams["batch_size"], run_opts))
     hparams["lr_schedule"] = sb.nnet.schedulers.LinearWarmupScheduler(
         hparams["lr"], int(hparams["warmup_fraction"] * steps), steps)
-    brain = DistillBrain(modules={"student": student}, opt_class=hparams["opt_class"], hparams=hparams,
+    brain = DistillBrain(modules=modules, opt_class=hparams["opt_class"], hparams=hparams,
                          run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.teacher = teacher.to(brain.device)
     brain.cnn_cached = "train_cnn_cache" in caches
     brain.targets_cached = "train_cache" in caches
-    brain.target_stats = target_statistics(hparams, caches.get("train_cache"))
+    brain.objective, brain.objective_needs = loss, objective_needs
+    brain.units = units
+    brain.target_stats, statistics_record = target_statistics(hparams, caches.get("train_cache"), teacher,
+                                                              student.target_layers, learns_units=units is not None)
     brain.target_layers = student.target_layers
     brain.train_sampler = schedule  # Brain calls set_epoch only on samplers it made itself (or DDP's wrapper)
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_loader_kwargs,
@@ -508,6 +571,10 @@ def main(argv):
                    "training_items": "segments" if hparams["segment_seconds"] else "crops",
                    "item_seconds": hparams["segment_seconds"] or hparams["crop_seconds"],
                    "train_audio_hours_seen": round(audio_hours_seen(hparams, train, schedule, epochs), 4),
+                   "objective": {"name": hparams["objective"], "settings": loss.keywords,
+                                 **({} if units is None else {"unit_layer": units["layer"],
+                                                              "codebook": str(units["codebook_path"])})},
+                   "target_statistics": statistics_record,
                    "heldout_loss": heldout,
                    "evaluation_sets": evaluation_sets(hparams, valid),
                    "selector_minutes": selector_minutes(selection_folder),

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
 from common.atomic import atomic_write_text
 from common.hashing import file_sha256
+from common.hparams import load_hparams, resolved_text
 from lobes.feature_cache import encoder_fingerprint
 from lobes.mfcc_encoder import load_encoder
 from tasks.process_group import init_process_group
@@ -45,14 +45,20 @@ def start_experiment(argv, process_group=True):
         The loaded hparams and the run options (give them to the Brain).
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
+    hparams = load_hparams(hparams_file, overrides)
     if process_group:
         run_opts = init_process_group(run_opts)
     run_opts = with_device(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    sb.create_experiment_directory(hparams["output_folder"])
+    run_on_main(save_hparams, args=[hparams_file, overrides, hparams["output_folder"]])
     run_on_main(hparams["prepare_data"])
     return hparams, run_opts
+
+
+def save_hparams(hparams_file, overrides, output_folder):
+    """Write the run's hparams as loaded (base file merged, references and overrides resolved) to ``hyperparams.yaml``."""
+    header = f"# {hparams_file} as this run loaded it (its base file merged, references and overrides resolved)\n"
+    atomic_write_text(Path(output_folder) / "hyperparams.yaml", header + resolved_text(hparams_file, overrides))
 
 
 def with_device(run_opts):

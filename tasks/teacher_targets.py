@@ -12,6 +12,7 @@ from common.audio import load_audio
 from common.hashing import files_state, settings_hash
 from lobes.feature_cache import encoder_fingerprint
 from lobes.target_cache import build_target_caches, module_device
+from lobes.unit_prediction import frame_units
 
 
 def load_item(wav, start=None, stop=None):
@@ -40,13 +41,16 @@ def item_batches(dataset, batch_size):
     return ((batch.id, *batch.sig) for batch in loader), len(loader)
 
 
-def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
+def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False, units=None):
     """Teacher targets of a dataset's items, keyed by the teacher (its weights and precision), layers and the item list.
 
     The teacher runs on each item alone (a segment: on that segment's audio
     only). With ``with_cnn`` the same teacher pass also stores its CNN's
     output (:meth:`lobes.encoder.FrozenTeacher.forward_with_cnn`), in a cache
-    of its own. Folders: ``<cache_folder>/<name>-<teacher>-<layers>-<hash>``.
+    of its own. With ``units`` the targets are the k-means units of one layer
+    (``{"layer", "codebook", "codebook_path"}``, :func:`lobes.unit_prediction.frame_units`),
+    stored as ``[T, 1, 1]`` instead of the hidden states. Folders:
+    ``<cache_folder>/<name>-<teacher>-<layers, or units-<layer>-<codebook>>-<hash>``.
 
     Returns
     -------
@@ -59,7 +63,9 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
     suffix = settings_hash({"utterances": [(i, dataset.data[i]["wav"]) for i in ids], "audio": audio,
                             "teacher": encoder_fingerprint(teacher), "precision": teacher.precision}, 12)
     folder = Path(hparams["cache_folder"])
-    outputs = {"targets": (layers, folder / f"{prefix}-{'-'.join(map(str, layers))}-{suffix}")}
+    stored = '-'.join(map(str, layers)) if units is None else \
+        f"units-{units['layer']}-{Path(units['codebook_path']).stem}"
+    outputs = {"targets": (layers if units is None else [0], folder / f"{prefix}-{stored}-{suffix}")}
     if with_cnn:
         outputs["cnn"] = ([0], folder / f"{prefix}-cnn-{suffix}")
 
@@ -67,12 +73,18 @@ def build_caches(hparams, name, dataset, teacher, layers, with_cnn=False):
 
     def teacher_outputs(wavs, wav_lens):
         wavs, wav_lens = wavs.to(device), wav_lens.to(device)
-        if not with_cnn:
+        if with_cnn:
+            hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
+        else:
             hidden, frame_lengths = teacher(wavs, wav_lens)
-            return {"targets": hidden}, frame_lengths.cpu()
-        hidden, cnn_features, frame_lengths = teacher.forward_with_cnn(wavs, wav_lens)
-        return {"targets": hidden, "cnn": cnn_features[None]}, frame_lengths.cpu()
+        if units is not None:  # [1, B, T, 1]: one "layer" of one value per frame
+            hidden = frame_units(hidden[units["layer"]], frame_lengths, units["codebook"]).float()[None, :, :, None]
+        outputs = {"targets": hidden}
+        if with_cnn:
+            outputs["cnn"] = cnn_features[None]
+        return outputs, frame_lengths.cpu()
 
     batches, total = item_batches(dataset, hparams["cache_batch_size"])
-    desc = "teacher targets" + (" and CNN features" if with_cnn else "")
+    desc = ("teacher targets" if units is None else f"units of teacher layer {units['layer']}") + \
+        (" and CNN features" if with_cnn else "")
     return build_target_caches(teacher_outputs, batches, outputs, total, desc=f"{name}: {desc}")

