@@ -290,14 +290,16 @@ def training_schedule(hparams, train, run_opts):
 
     Each process takes ``steps_per_epoch`` optimizer steps per epoch, so the
     schedule holds ``steps_per_epoch x batch_size x grad_accumulation_factor
-    x world_size`` items.
+    x world_size`` items, each drawn in proportion to its seconds (a short
+    segment as often as its share of the audio).
     """
     if hparams["steps_per_epoch"] is None:
         return None
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world_size = torch.distributed.get_world_size() if distributed else 1
     examples = hparams["steps_per_epoch"] * hparams["batch_size"] * run_opts.get("grad_accumulation_factor", 1)
-    return SegmentSchedule(len(train), examples * world_size, hparams["seed"])
+    durations = [float(train.data[i]["duration"]) for i in train.data_ids]
+    return SegmentSchedule(len(train), examples * world_size, hparams["seed"], durations=durations)
 
 
 def audio_hours_seen(hparams, train, schedule, epochs):

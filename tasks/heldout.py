@@ -17,7 +17,7 @@ import speechbrain as sb
 
 from common.atomic import atomic_write_text
 from common.audio import SAMPLE_RATE
-from common.manifest import load_dataset
+from common.manifest import load_dataset, read_manifest
 from lobes.heldout_loss import item_loss_sums
 from lobes.segments import segment_rows
 from tasks.teacher_targets import build_caches, item_batches
@@ -79,8 +79,8 @@ def evaluate_heldout(hparams, student, teacher, student_stats):
         if not manifest.exists():
             raise FileNotFoundError(f"heldout_splits: {manifest} does not exist (a split of "
                                     f"{hparams['manifest_folder']} is needed)")
-        rows = load_dataset(manifest, hparams["data_folder"]).data
-        if not rows:  # e.g. a target too small to hold audio out (its preparation says why)
+        rows = load_dataset(manifest, hparams["data_folder"]).data if len(read_manifest(manifest)) else {}
+        if not rows:  # e.g. a target too small to hold audio out, or of one voice (its preparation says why)
             logger.warning("heldout_splits: %s has no utterances: no held-out loss for %s", manifest, split)
             record["splits"][split] = {"domains": {}, "utterances": {}}
             continue

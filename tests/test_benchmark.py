@@ -8,9 +8,10 @@ import shlex
 import pytest
 import speechbrain as sb
 from conftest import SYNTH_RECIPE
-from hyperpyyaml import load_hyperpyyaml
 
+from common.hparams import load_hparams
 from tasks.benchmark import cells, report
+from tasks.objectives import chosen_objective
 from tasks.subset import load_selection
 
 BENCH = SYNTH_RECIPE / "benchmark"
@@ -80,7 +81,8 @@ def test_budget_labels():
 
 def fabricated_record(name, group, selector, budget, seed, wer_target, spk=None):
     row = cells.Row(name, group, selector, budget, seed, None if group == "reference" else 2, (), None)
-    distill = None if group == "reference" else {"subset_hours": 0.683, "epochs": 2, "this_run_minutes": 3.2}
+    distill = None if group == "reference" else {"subset_hours": 0.683, "epochs": 2, "this_run_minutes": 3.2,
+                                                 "train_audio_hours_seen": 0.8 + 0.01 * (seed or 0)}
     asr = None if wer_target is None else {"metrics": {"asr_test_in": {"WER": 30.0, "CER": 10.0},
                                                        "asr_test_target": {"WER": wer_target, "CER": 20.0}}}
     spk = None if spk is None else {"metrics": {"spk_test": {"accuracy": spk, "EER": None}}}
@@ -101,12 +103,18 @@ def test_report_of_fabricated_results(tmp_path):
                 "total_cells": 20, "target_aware": ["kmeans", "dsir", "divergence"], "baseline": "random"}
     comparisons = report.write_report(records, settings, tmp_path)
 
-    ten, ten_cer, twenty, _ = comparisons
+    by_metric = {(c["budget_pct"], c["metric"]): c for c in comparisons}
+    assert len(comparisons) == 2 * len(report.COMPARED)
+    ten, ten_cer = by_metric[(10, "WER on asr_test_target")], by_metric[(10, "CER on asr_test_target")]
+    twenty = by_metric[(20, "WER on asr_test_target")]
     assert ten["target_aware_mean"] == pytest.approx(42.0) and ten["baseline_mean"] == pytest.approx(48.0)
     assert ten["difference"] == pytest.approx(-6.0) and ten["baseline_seeds"] == 2
     assert ten["text"].startswith("10 %, WER on asr_test_target: target-aware selectors (kmeans 40.00, dsir 44.00")
-    assert "6.00 points lower, i.e. better" in ten["text"] and "not finished: divergence" in ten["text"]
-    assert ten_cer["metric"] == "CER on asr_test_target" and "no difference" in ten_cer["text"]
+    assert "not finished: divergence" in ten["text"]
+    # no per-utterance results: a difference, but no better / worse without an interval
+    assert ten["verdict"] is None and ten["text"].endswith("-6.00 points; no interval (per-utterance results "
+                                                           "missing), no verdict.")
+    assert ten_cer["metric"] == "CER on asr_test_target" and ten_cer["difference"] == pytest.approx(0.0)
     assert twenty["difference"] is None and "not available yet" in twenty["text"]
 
     md = (tmp_path / "results.md").read_text()
@@ -117,9 +125,10 @@ def test_report_of_fabricated_results(tmp_path):
     assert rows["kmeans_10pct_s1"][wer_target] == "40.00" and rows["divergence_10pct_s1"][wer_target] == "–"
     assert rows["teacher"][header.index("budget %")] == "–" and rows["full_s1"][header.index("budget %")] == "100"
     assert rows["random_10pct_s1"][header.index("spk accuracy")] == "80.00"
+    assert rows["random_10pct_s2"][header.index("audio h seen")] == "0.820"
     assert ten["text"] in md and "Finished cells: 12 of 20" in md
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["rows"] == records and saved["aggregate"][0]["difference"] == pytest.approx(-6.0)
+    assert saved["rows"] == records and saved["aggregate"] == json.loads(json.dumps(comparisons))
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     spread = [fabricated_record(f"teacher_s{seed}", "reference", "teacher", None, seed, wer) for seed, wer in
@@ -185,21 +194,33 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
                 "total_cells": 8, "target_aware": ["kmeans", "dsir"], "baseline": "random"}
     report.write_report(records, settings, tmp_path, errors)
     md = (tmp_path / "results.md").read_text()
-    assert "| 10 | kmeans | WER asr_test_target | 2 (2) |" in md and check[0] in md
+    assert "| 10 | kmeans | WER asr_test_target | 2 (2) | 0.815 (0.815) |" in md and check[0] in md
+    aware = {c["metric"]: c for c in report.aggregate(records, ["kmeans", "dsir"], "random", errors)
+             if c["budget_pct"] == 10}
+    for kind in ("WER", "CER"):  # the target-aware selectors together: an interval and its verdict
+        c = aware[f"{kind} on asr_test_target"]
+        selector_mean = {s: sum(rates[f"{s}_10pct_s{k}"][kind] for k in plan[s][1]) / len(plan[s][1]) for s in plan}
+        assert c["difference"] == pytest.approx((selector_mean["kmeans"] + selector_mean["dsir"]) / 2
+                                                - selector_mean["random"])
+        assert c["low"] <= c["difference"] <= c["high"] and c["verdict"] == statistics.verdict(c["low"], c["high"])
+        assert c["text"] in md and c["text"].endswith(f": {c['verdict']}.")
     saved = json.loads((tmp_path / "results.json").read_text())["paired"]
     assert saved == json.loads(json.dumps([c for c in everything]))
     wer_kmeans = statistics.selector_intervals(records, errors)["kmeans"][10]
-    assert f"| kmeans | 10 | 2 | {wer_kmeans[0]:.2f} [{wer_kmeans[1]:.2f}, {wer_kmeans[2]:.2f}] |" in md
+    assert f"| kmeans | 10 | 2 | 0.815 | {wer_kmeans[0]:.2f} [{wer_kmeans[1]:.2f}, {wer_kmeans[2]:.2f}] |" in md
     probe_table = md.split("## Probe error rates")[1].split("## The best selector")[0]
     assert "| kmeans | 20 |" not in probe_table  # nothing finished: left out
     assert probe_table.index("| dsir | 10 |") < probe_table.index("| full | 100 | 2 |")  # subsets first
 
 
+HELDOUT_SPLITS = ("asr_test_target", report.UNSEEN_VOICE, "asr_test_in")
+
+
 def write_heldout(folder, losses, domains):
-    """A distillation's ``heldout.json`` whose utterance ``u<i>`` has loss ``losses[i]`` over 50 frames, both splits."""
+    """A distillation's ``heldout.json`` whose utterance ``u<i>`` has loss ``losses[i]`` over 50 frames, every split."""
     utterances = {f"u{i:03d}": [float(loss) * 50, 50, domain] for i, (loss, domain) in enumerate(zip(losses, domains))}
     folder.mkdir(parents=True)
-    splits = {split: {"domains": {}, "utterances": utterances} for split in ("asr_test_target", "asr_test_in")}
+    splits = {split: {"domains": {}, "utterances": utterances} for split in HELDOUT_SPLITS}
     (folder / "heldout.json").write_text(json.dumps({"segment_seconds": 2.0, "splits": splits}))
 
 
@@ -224,9 +245,12 @@ def test_heldout_loss_intervals_and_paired_comparisons(tmp_path):
                    "formant": float(losses[40:].mean())}
         row = cells.Row(name, "full" if selector == "full" else "subset", selector,
                         1.0 if selector == "full" else 0.1, seed, 4, (), None)
-        records.append(report.row_record(row, {"distill": {"heldout_loss": {"asr_test_target": summary,
-                                                                              "asr_test_in": summary}}}))
+        distill = {"heldout_loss": {split: summary for split in HELDOUT_SPLITS},
+                   "train_audio_hours_seen": 0.9 - seed / 10}
+        records.append(report.row_record(row, {"distill": distill}))
     assert errors["dsir_10pct_s1"]["heldout_asr_test_target/neural"][0] == [f"u{i:03d}" for i in range(40)]
+    write_heldout(tmp_path / "no_unseen", [], [])  # a split without utterances: no errors, no failure
+    assert statistics.heldout_errors(tmp_path / "no_unseen") == {}
     mean = {sel: np.mean([plan[(s, k)].mean() for s, k in plan if s == sel]) for sel in ("random", "kcenter",
                                                                                          "dsir", "full")}
     for baseline in ("random", "full"):
@@ -245,9 +269,18 @@ def test_heldout_loss_intervals_and_paired_comparisons(tmp_path):
                                   "finished_cells": 7, "total_cells": 7, "target_aware": [], "baseline": "random"},
                         tmp_path, errors)
     md = (tmp_path / "results.md").read_text()
-    assert f"| kcenter | 10 | 2 | {mean['kcenter']:.4f} [" in md and f"| full | 100 | 2 | {mean['full']:.4f} [" in md
-    assert "| 10 | kcenter | LOSS heldout_asr_test_target | 2 (2) |" in md
-    domain_line = next(line for line in md.splitlines() if line.startswith("| kcenter | 10 | 2 | ") and "[" not in line)
+    assert f"| kcenter | 10 | 2 | 0.750 | {mean['kcenter']:.4f} [" in md  # audio hours seen, then same voice
+    assert f"| full | 100 | 2 | 0.750 | {mean['full']:.4f} [" in md
+    interval_line = next(line for line in md.splitlines() if line.startswith("| kcenter | 10 | 2 | 0.750 | "))
+    assert interval_line.count(f"{mean['kcenter']:.4f} [") == 3  # same voice, unseen voice, other domains
+    for split in ("heldout_asr_test_target", f"heldout_{report.UNSEEN_VOICE}"):
+        assert f"| 10 | kcenter | LOSS {split} | 2 (2) | 0.750 (0.750) |" in md
+    paired = json.loads((tmp_path / "results.json").read_text())["paired"]
+    seeds_wider = sum(c["dominant"] == "seeds" for c in paired if c["metric"] == "LOSS")
+    assert len(paired) == 15 and seeds_wider == 15  # losses shifted per seed: the seeds make the interval
+    assert f"Of 15 comparisons, the seed-to-seed spread dominates the interval in {seeds_wider} and " in md
+    domain_line = next(line for line in md.splitlines() if line.startswith("| kcenter | 10 | 2 | 0.750 | ")
+                       and "[" not in line)
     assert f"{np.mean([plan[('kcenter', k)][40:].mean() for k in (1, 2)]):.4f}" in domain_line  # formant column
     assert (tmp_path / "results.png").exists()
 
@@ -306,6 +339,11 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"probes": ["asr", "wer"]})
     with pytest.raises(ValueError, match="sets a key the benchmark sets itself"):
         cells.build_plan(config | {"distill_overrides": ["--steps_per_epoch=5"]})
+    alike = cells.build_plan(config | {"distill_overrides": ["--batch_size=4"]})[0]  # every student alike: allowed
+    assert all("--batch_size=4" in row.cells[0].argv for row in alike if row.group != "reference")
+    one_row = {**config["selectors"], "contrastive": {"overrides": ["--lr=0.001", "--batch_size=4"]}}
+    with pytest.raises(ValueError, match="overrides of contrastive_5pct_s1234: --batch_size=4 would give this row"):
+        cells.build_plan(config | {"selectors": one_row, "budgets": [0.05]})
 
     config["asr_overrides"] = ["--encoder_name=x"]
     with pytest.raises(ValueError, match="asr_overrides.*sets a key the benchmark sets itself"):
@@ -319,7 +357,8 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
         cells.build_plan(config | {"pool_manifest": str(tmp_path / "none.csv")})
 
 
-@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 9)])
+@pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 15),
+                                           ("benchmark_objectives.yaml", 152)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
 
@@ -329,11 +368,10 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
               f"--corpus_scale={tiny_corpus['scale']}", f"--output_folder={tmp_path}"]
     rows, _ = cells.build_plan(load_runner().load_hparams([str(BENCH / "hparams" / name), *corpus]))
     assert sum(len(row.cells) for row in rows) == n_cells
-    checked = set()
+    checked, objectives = set(), set()
     for cell in (cell for row in rows for cell in row.cells):
         hparams_file, _, overrides = sb.parse_arguments(list(cell.argv[2:]))
-        with open(cells.resolve(hparams_file), encoding="utf-8") as handle:
-            hparams = load_hyperpyyaml(handle, overrides)  # refuses an override of a key the recipe does not have
+        hparams = load_hparams(cells.resolve(hparams_file), overrides)  # refuses an override of a key the recipe lacks
         if cell.kind == "distill":  # and the selection file with its overrides
             folder, method = cells.resolve(hparams["selection_folder"]), hparams["selection"]
             units, selector = hparams["units_overrides"], hparams["selector_overrides"].get(method, {})
@@ -341,10 +379,16 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
             if "units: teacher_layer" in text:
                 units = {**units, "layer": 1}
             load_selection(folder, method, units, selector, hparams["seed"], teacher_source=tiny_whisper_dir)
+            chosen_objective(hparams)  # a name of the recipe's objectives
             checked.add(hparams["selection"])
-    expected = {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster", "kcenter",
-                "difficulty", "full"}
-    assert checked == (expected if name == "benchmark.yaml" else {"random", "contrastive", "dsir"})
+            objectives.add(hparams["objective"])
+    expected = {"benchmark.yaml": {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster",
+                                   "kcenter", "difficulty", "full"},
+                "benchmark_quick.yaml": {"random", "contrastive", "dsir"},
+                "benchmark_objectives.yaml": {"random", "contrastive"}}
+    assert checked == expected[name]
+    assert objectives == ({"l1_cosine", "masked", "temporal_relation", "unit_prediction"}
+                          if name == "benchmark_objectives.yaml" else {"l1_cosine"})
 
 
 def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
@@ -382,8 +426,14 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["finished_cells"] == results["settings"]["total_cells"] == 10
     wer_target = {r["name"]: r["wer_target"] for r in results["rows"]}
-    assert results["aggregate"][0]["difference"] == pytest.approx(
+    aggregate = {c["metric"]: c for c in results["aggregate"]}
+    assert aggregate["WER on asr_test_target"]["difference"] == pytest.approx(
         wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])  # target-aware minus random
+    loss = {r["name"]: r["heldout_target"] for r in results["rows"]}
+    held_out = aggregate["held-out loss on asr_test_target"]  # from the students' heldout.json, with its interval
+    assert held_out["difference"] == pytest.approx(loss["contrastive_10pct_s1234"] - loss["random_10pct_s1234"],
+                                                   abs=1e-4)
+    assert held_out["verdict"] in ("better", "worse", "indistinguishable") and held_out["low"] <= held_out["high"]
     paired = {c["metric"]: c for c in results["paired"]  # contrastive vs random, from the cells' wer files
               if c["split"] == "asr_test_target" and c["baseline"] == "random"}
     assert paired["WER"]["selector"] == "contrastive" and paired["WER"]["difference"] == pytest.approx(
@@ -406,3 +456,98 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     changed = {log.name for log in logs if log.stat().st_mtime_ns != mtimes[log.name]}
     assert changed == {"asr-random_10pct_s1234.log"}
     assert (out / "asr" / "random_10pct_s1234" / "results.json").exists()
+
+
+def test_difference_components_match_paired_difference_and_exact_enumeration():
+    """The both-sources interval is paired_difference's; each one-source spread is the exact one by enumeration."""
+    import itertools
+
+    import numpy as np
+
+    from common.intervals import paired_difference
+    from tasks.benchmark import statistics
+
+    rng = np.random.default_rng(3)
+    a = np.stack([rng.integers(0, 6, (3, 1)).repeat(2, axis=1) * [1, 0] + [0, 10] for _ in range(2)])  # [2, 3, 2]
+    b = np.stack([rng.integers(0, 6, (3, 1)).repeat(2, axis=1) * [1, 0] + [0, 10] for _ in range(2)])
+    result = statistics.difference_components([a], [b], scale=100.0, n_draws=20000)
+    reference = paired_difference(a, b, n_draws=20000)
+    assert (result["difference"], result["low"], result["high"]) == pytest.approx(
+        (reference["difference"], reference["low"], reference["high"]))
+
+    def rate(errors, utterances, seeds):
+        picked = [errors[s, list(utterances)].sum(axis=0) for s in seeds]
+        return 100 * np.mean([edits / tokens for edits, tokens in picked])
+
+    every_u, every_s = range(3), range(2)
+    resampled_u = list(itertools.product(range(3), repeat=3))
+    resampled_s = list(itertools.product(range(2), repeat=2))
+    exact = {
+        "seed_sd": np.std([rate(a, every_u, sa) - rate(b, every_u, sb) for sa in resampled_s for sb in resampled_s]),
+        "utterance_sd": np.std([rate(a, u, every_s) - rate(b, u, every_s) for u in resampled_u]),
+    }
+    for name, value in exact.items():  # 20000 draws: the standard deviation within a few percent
+        assert result[name] == pytest.approx(value, rel=0.05), name
+    assert result["dominant"] == ("seeds" if exact["seed_sd"] > exact["utterance_sd"] else "utterances")
+    one_seed = statistics.difference_components([a[:1]], [b[:1]], scale=100.0)
+    assert one_seed["seed_sd"] is None and one_seed["dominant"] == "utterances"
+    with pytest.raises(ValueError, match="same test set"):
+        statistics.difference_components([a], [b[:, :2]])
+
+
+def heldout_records(tmp_path, plan):
+    """Records and errors of students whose held-out utterances have the losses of ``plan[(selector, seed)]``."""
+    import numpy as np
+
+    from tasks.benchmark import statistics
+
+    records, errors = [], {}
+    for (selector, seed), losses in plan.items():
+        name = f"{selector}_1pct_s{seed}"
+        write_heldout(tmp_path / name, losses, ["neural"] * len(losses))
+        errors[name] = statistics.heldout_errors(tmp_path / name)
+        row = cells.Row(name, "subset", selector, 0.01, seed, 4, (), None)
+        summary = {"all": float(np.mean(losses))}
+        records.append(report.row_record(row, {"distill": {"heldout_loss": {s: summary for s in HELDOUT_SPLITS}}}))
+    return records, errors
+
+
+@pytest.mark.parametrize("gap, expected", [(0.05, "better"), (0.002, "indistinguishable"), (-0.05, "worse")])
+def test_target_aware_verdicts_come_from_intervals(tmp_path, gap, expected):
+    """A lower mean loss is not enough: better only when the interval of the difference is below 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.5, 60)
+    plan = {}
+    for seed in range(5):
+        plan[("random", seed)] = base + rng.normal(0, 0.02) + rng.normal(0, 0.01, 60)
+        plan[("dsir", seed)] = base - gap + rng.normal(0, 0.02) + rng.normal(0, 0.01, 60)
+        plan[("contrastive", seed)] = base - gap + rng.normal(0, 0.02) + rng.normal(0, 0.01, 60)
+    records, errors = heldout_records(tmp_path, plan)
+    for key in ("heldout_target", "heldout_target_unseen"):
+        c = report.compare_budget(1, records, ["dsir", "contrastive"], "random", key, errors)
+        means = {s: np.mean([plan[(s, k)].mean() for k in range(5)]) for s in ("random", "dsir", "contrastive")}
+        assert c["difference"] == pytest.approx((means["dsir"] + means["contrastive"]) / 2 - means["random"])
+        assert c["verdict"] == expected and c["low"] <= c["difference"] <= c["high"]
+        assert c["text"].endswith(f": {expected}.") and "95 % interval" in c["text"]
+
+
+def test_a_row_may_change_what_it_learns_but_not_its_compute():
+    allowed = ["--lr=0.001", "--objective=cosine", "--max_grad_norm=5", "--selector_overrides={dsir: {order: 2}}"]
+    assert cells.check_row_overrides("dsir_1pct_s1", allowed) == allowed
+    for key in sorted(cells.COMPUTE_KEYS - set(cells.TRAINING_KEYS)):
+        with pytest.raises(ValueError, match=f"overrides of dsir_1pct_s1: --{key}=2 would give this row other compute"):
+            cells.check_row_overrides("dsir_1pct_s1", [f"--{key}=2"])
+    for key in cells.TRAINING_KEYS:  # set by the benchmark for every student
+        with pytest.raises(ValueError, match="sets a key the benchmark sets itself"):
+            cells.check_row_overrides("dsir_1pct_s1", [f"--{key}=2"])
+    assert {"batch_size", "grad_accumulation_factor", "total_steps", "crop_seconds"} <= cells.COMPUTE_KEYS
+
+
+def test_select_minutes_include_the_recorded_feature_pass():
+    row = cells.Row("kcenter_1pct_s1", "subset", "kcenter", 0.01, 1, 4, (), None)
+    with_features = report.row_record(row, {"distill": {"selector_minutes": 1.5}, "selection": {"feature_seconds": 90}})
+    assert with_features["selector_minutes"] == pytest.approx(3.0) and with_features["feature_minutes"] == 1.5
+    without = report.row_record(row, {"distill": {"selector_minutes": 1.5}, "selection": {"selector_seconds": 90}})
+    assert without["selector_minutes"] == 1.5 and without["feature_minutes"] is None

@@ -30,6 +30,11 @@ NEW_KEYS = {
 }
 
 
+# Values changed on purpose since the record: the SynthDomains recipes also score the held-out
+# target audio of voices absent from target.csv.
+CHANGED = {"heldout_splits": ["asr_test_target", "asr_test_target_unseen_voice", "asr_test_in"]}
+
+
 def plain(node):
     """A YAML tree as plain values, each tag kept beside its value (``!ref`` left unresolved shows up)."""
     tag = getattr(getattr(node, "tag", None), "value", None)
@@ -61,6 +66,8 @@ def test_a_file_resolves_as_it_did_before_the_base(path):
     before = dict(BEFORE[str(path.relative_to(ROOT))])
     after = resolved_settings(merged_text(path))
     assert after["objectives"][after["objective"]] == before.pop("loss")  # the loss is now the chosen objective
+    if "SynthDomains" in str(path):
+        before.update(CHANGED)
     assert {key: after.get(key) for key in before} == before
     assert set(after) - set(before) <= NEW_KEYS
 

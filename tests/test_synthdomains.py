@@ -1,6 +1,7 @@
 """The SynthDomains generator: splits, audio format, manifests, resume and failure handling."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import soundfile as sf
 from conftest import SYNTH_RECIPE
 from common.atomic import TEMP_MARK
 from corpora.synthdomains import engines, plan, prepare as synthdomains_prepare, texts
+from corpora.synthdomains.voices import voice_of
 
 
 def read_manifest(path):
@@ -31,7 +33,10 @@ def all_rows(corpus):
 
 def test_every_split_and_pool_domain_present(tiny_corpus):
     rows = all_rows(tiny_corpus)
-    assert all(rows[split] for split in synthdomains_prepare.SPLITS)
+    # the unseen-voice held-out set is empty when the tiny target's held-out audio is all its main voice
+    unseen = synthdomains_prepare.UNSEEN_VOICE_SPLIT
+    assert all(rows[split] for split in synthdomains_prepare.SPLITS if split != unseen)
+    assert bool(rows[unseen]) == (tiny_corpus["summary"]["voice_split"]["note"] is None)
     pool_domains = {r["domain"] for r in rows["pool"]}
     assert len(pool_domains) >= 5 and "neural" in pool_domains
     assert {r["domain"] for r in rows["target"]} == {"neural"}
@@ -56,13 +61,65 @@ def test_sentences_disjoint_across_splits(tiny_corpus):
     entries = plan.build_plan(sentences, tiny_corpus["scale"], seed=0)
     assert len({e["text"] for e in entries}) == len(entries)  # no sentence used twice anywhere
     manifest_ids = {r["ID"] for split in all_rows(tiny_corpus).values() for r in split}
-    assert manifest_ids == {e["ID"] for e in entries}  # the manifests are that plan
+    unseen = set(tiny_corpus["summary"]["voice_split"]["unseen_voices"])
+    left_out = {e["ID"] for e in entries if e["split"] == "target" and voice_of(target_row(e)) in unseen}
+    assert manifest_ids == {e["ID"] for e in entries} - left_out  # the manifests are that plan
     transcribed = {split: {r["wrd"] for r in rows} for split, rows in all_rows(tiny_corpus).items()
                    if split in plan.TRANSCRIBED}
     for split, words in transcribed.items():
         assert "" not in words, split
         others = set().union(*(w for s, w in transcribed.items() if s != split))
         assert not words & others, split
+
+
+def target_row(entry):
+    """The manifest row of a planned utterance (any duration)."""
+    return synthdomains_prepare._manifest_row(entry, 1.0)
+
+
+def test_held_out_target_audio_is_split_by_the_target_sets_voices(tiny_corpus):
+    """Same voice: voices of target.csv; unseen voice: none of them; planned target rows of those voices left out."""
+    rows = all_rows(tiny_corpus)
+    record = tiny_corpus["summary"]["voice_split"]
+    target_voices = {voice_of(r) for r in rows["target"]}
+    assert sorted(target_voices) == record["target_voices"]
+    assert {voice_of(r) for r in rows["asr_test_target"]} <= target_voices
+    unseen = rows[synthdomains_prepare.UNSEEN_VOICE_SPLIT]
+    assert not {voice_of(r) for r in unseen} & target_voices
+    assert {voice_of(r) for r in unseen} <= set(record["unseen_voices"])
+    assert all(r["wrd"] and r["domain"] == "neural" for r in unseen)  # transcribed target-domain audio
+    text_cache = tiny_corpus["data_folder"] / "texts"
+    sentences = {name: (text_cache / f"{name}.txt").read_text().splitlines() for name in texts.TEXT_SETS}
+    planned = {split: [target_row(e) for e in plan.build_plan(sentences, tiny_corpus["scale"], seed=0)
+                       if e["split"] == split] for split in ("target", "asr_test_target")}
+    assert {r["ID"] for r in rows["asr_test_target"] + unseen} == {r["ID"] for r in planned["asr_test_target"]}
+    assert [r["ID"] for r in rows["target"]] == [r["ID"] for r in planned["target"]
+                                                 if voice_of(r) not in set(record["unseen_voices"])]
+    if record["note"]:  # the tiny corpus's held-out target audio may be one voice: the record says so
+        assert not unseen and "voice(s)" in record["note"]
+
+
+def test_manifests_of_an_older_split_are_rewritten_without_synthesis(tiny_corpus, monkeypatch):
+    save_folder = tiny_corpus["save_folder"]
+    before = all_rows(tiny_corpus)
+    audio = [audio_path(tiny_corpus, r) for rows in before.values() for r in rows]
+    mtimes = {p: os.stat(p).st_mtime_ns for p in audio}
+    summary_path = save_folder / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.pop("voice_split")  # as written before the voice split
+    summary_path.write_text(json.dumps(summary))
+    (save_folder / f"{synthdomains_prepare.UNSEEN_VOICE_SPLIT}.csv").unlink()
+
+    def no_synthesis(self, text, voice):
+        raise AssertionError("audio synthesised again")
+
+    for engine in engines.ENGINES.values():
+        monkeypatch.setattr(engine, "synthesize", no_synthesis)
+    rewritten = synthdomains_prepare.prepare_synthdomains(
+        tiny_corpus["data_folder"], save_folder, scale=tiny_corpus["scale"], seed=0, n_jobs=1)
+    assert rewritten["n_failed"] == 0 and rewritten["voice_split"] == tiny_corpus["summary"]["voice_split"]
+    assert all_rows(tiny_corpus) == before
+    assert {p: os.stat(p).st_mtime_ns for p in audio} == mtimes
 
 
 def test_unlabelled_splits_have_no_transcripts(tiny_corpus):

@@ -3,9 +3,14 @@
 Writes 16 kHz mono FLAC files under ``data_folder/<split>/<domain>/`` and
 SpeechBrain CSV manifests named after their split (``pool.csv``,
 ``target.csv``, ``teacher.csv``, ``asr_train.csv``, ``asr_dev.csv``,
-``asr_test_in.csv``, ``asr_test_target.csv``, ``spk_train.csv``,
-``spk_test.csv``) plus ``summary.json`` in ``save_folder``. The corpus design
-is documented in :mod:`corpora.synthdomains.plan`.
+``asr_test_in.csv``, ``asr_test_target.csv``, ``asr_test_target_unseen_voice.csv``,
+``spk_train.csv``, ``spk_test.csv``) plus ``summary.json`` in ``save_folder``. The
+corpus design is documented in :mod:`corpora.synthdomains.plan`.
+
+The target's held-out audio is split by voice (:mod:`corpora.synthdomains.voices`):
+``asr_test_target`` keeps the voices of ``target.csv`` (same voice), and
+``asr_test_target_unseen_voice`` holds voices held out of ``target.csv``; the
+planned target utterances in those voices are left out of every manifest.
 
 Columns: ``ID,duration,wav,spk_id,wrd,domain,engine,voice,lang,aug``; ``wav``
 uses the ``$data_root`` placeholder; ``wrd`` (upper-case words) is filled in
@@ -14,7 +19,8 @@ the transcribed splits (ASR, speaker) and empty in the unlabelled ones
 
 Resumable: a re-run rebuilds the same plan, keeps every finished file and
 synthesises the rest; files are written to a hidden temporary name and
-renamed, so a killed run leaves no half-written audio. An engine that fails
+renamed, so a killed run leaves no half-written audio. Manifests of an older
+split are rewritten from the audio on disk, nothing synthesised again. An engine that fails
 on a sentence is skipped and counted in ``summary.json``.
 
 Usage
@@ -51,10 +57,12 @@ from common.atomic import TEMP_MARK, atomic_path, atomic_write_csv, atomic_write
 from . import augment, engines
 from . import plan as corpus_plan
 from . import texts as text_sets
+from . import voices
 
 logger = logging.getLogger(__name__)
 
-SPLITS = tuple(corpus_plan.SPLITS) + ("spk_train", "spk_test")
+UNSEEN_VOICE_SPLIT = "asr_test_target" + voices.UNSEEN_SUFFIX
+SPLITS = tuple(corpus_plan.SPLITS) + (UNSEEN_VOICE_SPLIT, "spk_train", "spk_test")
 COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd", "domain", "engine", "voice", "lang", "aug")
 # Measured audio seconds per CPU second of each engine, synthesis and channel together: the
 # "audio_s_per_cpu_s" field of summary.json, 2026-12-02, 2-core Xeon (2.0 GHz) (espeak, flite, festival:
@@ -98,6 +106,7 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     if _is_complete(summary_path, data_folder, save_folder, options):
         logger.info("SynthDomains already prepared in %s (scale %s, seed %s): skipping", save_folder, scale, seed)
         return json.loads(summary_path.read_text())
+    _refuse_stale_retarget(summary_path)
 
     start = time.time()
     versions = _engine_versions()  # fails early, naming the missing package
@@ -116,13 +125,13 @@ def prepare_synthdomains(data_folder, save_folder, scale=1.0, seed=0, skip_prep=
     durations = {utt_id: duration for utt_id, duration, _, _ in results if duration is not None}
     failures = [(utt_id, error) for utt_id, _, error, _ in results if error is not None]
     cpu_seconds = {utt_id: cpu for utt_id, _, _, cpu in results}
+    manifests, voice_split = _manifests(entries, durations, seed)
     for split in SPLITS:
-        rows = [_manifest_row(e, durations[e["ID"]]) for e in entries
-                if e["split"] == split and e["ID"] in durations]
-        atomic_write_csv(save_folder / f"{split}.csv", rows, COLUMNS)
+        atomic_write_csv(save_folder / f"{split}.csv", manifests[split], COLUMNS)
 
-    summary = _summary(entries, durations, failures, cpu_seconds, versions, options, time.time() - start)
+    summary = _summary(entries, manifests, durations, failures, cpu_seconds, versions, options, time.time() - start)
     summary["plan_hash"] = corpus_plan.plan_hash(entries)
+    summary["voice_split"] = voice_split
     atomic_write_text(summary_path, json.dumps(summary, indent=2))
     logger.info("SynthDomains ready: %.2f h in %.0f s, %d failures",
                 summary["total_hours"], summary["elapsed_s"], len(failures))
@@ -136,6 +145,8 @@ def _is_complete(summary_path, data_folder, save_folder, options):
     summary = json.loads(summary_path.read_text())
     if summary.get("options") != options or summary.get("n_failed") != 0:
         return False
+    if (summary.get("voice_split") or {}).get("share") != voices.UNSEEN_SHARE:  # manifests of an older split
+        return False
     for split in SPLITS:
         manifest = save_folder / f"{split}.csv"
         if not manifest.exists():
@@ -145,6 +156,18 @@ def _is_complete(summary_path, data_folder, save_folder, options):
                 if not os.path.exists(row["wav"].replace("$data_root", str(data_folder))):
                     return False
     return True
+
+
+def _refuse_stale_retarget(summary_path):
+    """A re-split for another target (:mod:`.retarget`) is never overwritten with the generated corpus's manifests."""
+    if not summary_path.exists():
+        return
+    retarget = json.loads(summary_path.read_text()).get("retarget")
+    if retarget is not None:
+        raise RuntimeError(
+            f"{summary_path.parent} holds manifests re-split for target {retarget['target_domain']!r} that are not "
+            "complete or predate the voice split: write them again with `recipes/SynthDomains/synthdomains_prepare.py "
+            f"... --target_domain {retarget['target_domain']}` (nothing is synthesised)")
 
 
 def _claim_data_folder(data_folder, plan_hash, options):
@@ -266,6 +289,23 @@ def _run_jobs(jobs, rir_bank, n_jobs):
         return follow(pool.imap_unordered(_synthesize_job, jobs, chunksize=4))
 
 
+def _manifests(entries, durations, seed):
+    """``{split: manifest rows}`` of the synthesised utterances, the target's held-out audio split by voice.
+
+    Returns the manifests and the record of the voice split (``summary.json``'s ``voice_split``).
+    """
+    manifests = {split: [_manifest_row(e, durations[e["ID"]]) for e in entries
+                         if e["split"] == split and e["ID"] in durations] for split in SPLITS}  # planned splits
+    split = voices.split_by_voice(manifests["target"], manifests["asr_test_target"], seed=seed)
+    manifests["target"], manifests["asr_test_target"] = split["target"], split["same_voice"]
+    manifests[UNSEEN_VOICE_SPLIT] = split["unseen_voice"]
+    if split["note"]:
+        logger.warning("SynthDomains: %s", split["note"])
+    record = {"share": voices.UNSEEN_SHARE, "unseen_voices": split["unseen_voices"], "note": split["note"],
+              "target_voices": sorted(voices.voice_hours(split["target"]))}
+    return manifests, record
+
+
 def _manifest_row(entry, duration):
     voice = entry["voice"]
     mix = voice.get("mix", {})
@@ -285,13 +325,13 @@ def _manifest_row(entry, duration):
     }
 
 
-def _summary(entries, durations, failures, cpu_seconds, versions, options, elapsed):
+def _summary(entries, manifests, durations, failures, cpu_seconds, versions, options, elapsed):
     hours = defaultdict(lambda: defaultdict(float))
     speakers = defaultdict(set)
-    for entry in entries:
-        if entry["ID"] in durations:
-            hours[entry["split"]][entry["domain"]] += durations[entry["ID"]] / 3600
-            speakers[entry["split"]].add(entry["spk_id"])
+    for split, rows in manifests.items():
+        for row in rows:
+            hours[split][row["domain"]] += float(row["duration"]) / 3600
+            speakers[split].add(row["spk_id"])
     engine_of = {e["ID"]: e["voice"]["engine"] for e in entries}
     made_now = [utt_id for utt_id, cpu in cpu_seconds.items() if cpu > 0 and utt_id in durations]
     speed = defaultdict(lambda: [0.0, 0.0])
@@ -303,7 +343,7 @@ def _summary(entries, durations, failures, cpu_seconds, versions, options, elaps
         "hours": {s: {d: round(h, 4) for d, h in hours[s].items()} for s in SPLITS},
         "split_hours": {s: round(sum(hours[s].values()), 4) for s in SPLITS},
         "total_hours": round(sum(sum(d.values()) for d in hours.values()), 4),
-        "utterances": {s: sum(1 for e in entries if e["split"] == s and e["ID"] in durations) for s in SPLITS},
+        "utterances": {s: len(manifests[s]) for s in SPLITS},
         "speakers": {s: len(speakers[s]) for s in SPLITS},
         "n_failed": len(failures),
         "failures_by_engine": dict(Counter(engine_of[utt_id] for utt_id, _ in failures)),

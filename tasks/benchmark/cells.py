@@ -13,7 +13,12 @@ Equal compute: every student, of any subset or of the full pool, trains on
 fixed segments of ``segment_seconds`` for ``number_of_epochs`` ×
 ``steps_per_epoch`` optimizer steps of the recipe's batch size, drawn from a
 seeded schedule (:mod:`lobes.segments`), so each sees the same number of
-segments whatever its subset's size and utterance lengths.
+segments whatever its subset's size and utterance lengths. A row's own
+``objective`` (a name of the distillation recipe's ``objectives``) and
+``overrides`` may change what it learns (``--lr``, the selector's settings)
+but not its compute: a key of :data:`COMPUTE_KEYS` there is
+refused before anything runs (``distill_overrides`` sets them for every student
+alike).
 """
 
 import sys
@@ -32,6 +37,11 @@ RESULT_FILES = {"distill": "distillation.json", "asr": "results.json", "spk": "r
 CORPUS_KEYS = {"data_folder", "manifest_folder", "corpus_scale"}
 PROBE_KEYS = CORPUS_KEYS | {"encoder_source", "encoder_name", "output_folder", "feature_folder"}
 TRAINING_KEYS = ("segment_seconds", "steps_per_epoch", "number_of_epochs")  # equal compute, the same for every student
+# keys that change a student's training compute (examples per step, steps, audio per example, model size):
+# the same for every student, so a row's own overrides may not set them
+COMPUTE_KEYS = {"batch_size", "grad_accumulation_factor", "total_steps", "crop_seconds", "train_dataloader_opts",
+                "student_layers", "target_layers", "student_class", "freeze_cnn", "cache_cnn_features",
+                "precision", *TRAINING_KEYS}
 RESERVED = {
     "distill_overrides": CORPUS_KEYS | set(TRAINING_KEYS) | {
         "teacher_source", "seed", "experiment_name", "output_folder", "cache_folder", "budget_fraction", "selection"},
@@ -137,6 +147,22 @@ def check_overrides(where, overrides, reserved):
     return overrides
 
 
+def check_row_overrides(name, overrides):
+    """A row's own distillation overrides (:func:`check_overrides`); refuses those of :data:`COMPUTE_KEYS`.
+
+    Example
+    -------
+    >>> check_row_overrides("dsir_1pct_s1", ["--lr=0.001", "--objective=l1"])
+    ['--lr=0.001', '--objective=l1']
+    """
+    overrides = check_overrides(f"overrides of {name}", overrides, RESERVED["distill_overrides"])
+    changed = [item for item in overrides if item[2:].split("=", 1)[0] in COMPUTE_KEYS]
+    if changed:
+        raise ValueError(f"overrides of {name}: {', '.join(changed)} would give this row other compute than the "
+                         "other students (equal compute); set it for every student in distill_overrides instead")
+    return overrides
+
+
 def corpus_args(hp):
     """The corpus keys every recipe gets."""
     return [f"--data_folder={hp['data_folder']}", f"--manifest_folder={hp['manifest_folder']}",
@@ -165,7 +191,7 @@ def distill_cell(hp, name, selection, seed, budget, extra):
             *(f"--{key}={hp[key]}" for key in TRAINING_KEYS), f"--experiment_name={name}", f"--output_folder={output}",
             f"--cache_folder={hp['output_folder']}/teacher_targets", f"--budget_fraction={budget}"]
     argv += check_overrides("distill_overrides", hp["distill_overrides"], RESERVED["distill_overrides"])
-    argv += check_overrides(f"overrides of {name}", extra, RESERVED["distill_overrides"])
+    argv += check_row_overrides(name, extra)
     return Cell("distill", name, tuple(argv), resolve(output))
 
 
@@ -194,7 +220,8 @@ def probe_kinds(hp):
 def student_row(hp, group, selector, spec, budget, seed):
     """A distilled student: its distillation and the probes of ``<output>/save/student``."""
     name = f"full_s{seed}" if group == "full" else f"{selector}_{budget_label(budget)}pct_s{seed}"
-    distill = distill_cell(hp, name, spec.get("selection", selector), seed, budget, spec.get("overrides"))
+    extra = list(spec.get("overrides") or []) + ([f"--objective={spec['objective']}"] if spec.get("objective") else [])
+    distill = distill_cell(hp, name, spec.get("selection", selector), seed, budget, extra)
     student = f"{hp['output_folder']}/distill/{name}/save/student"
     features = f"{hp['output_folder']}/probe_features/{name}"
     probes = [probe_cell(hp, kind, name, student, features) for kind in probe_kinds(hp)]

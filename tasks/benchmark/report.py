@@ -16,41 +16,57 @@ from tasks.benchmark.statistics import (
     LOSS,
     SCALES,
     comparisons_markdown,
+    difference_components,
+    dominance_summary,
+    mean_audio_hours,
     paired_comparisons,
     selector_intervals,
     stacked,
 )
 
 MISSING = "–"
+UNSEEN_VOICE = "asr_test_target_unseen_voice"  # the target domain's held-out audio in voices the target set lacks
 # (record key, header, format) of the table's columns, in order
 COLUMNS = [
     ("name", "cell", "{}"), ("selector", "selector", "{}"), ("budget_pct", "budget %", "{:g}"),
     ("seed", "seed", "{}"), ("hours", "hours used", "{:.3f}"), ("epochs", "epochs", "{}"),
     ("steps", "steps", "{}"), ("audio_hours_seen", "audio h seen", "{:.3f}"),
-    ("selector_minutes", "select min", "{:.1f}"), ("distill_minutes", "distill min", "{:.1f}"),
-    ("heldout_target", "held-out loss target", "{:.4f}"), ("heldout_in", "held-out loss in", "{:.4f}"),
+    ("selector_minutes", "select min", "{:.1f}"), ("feature_minutes", "of it features", "{:.1f}"),
+    ("distill_minutes", "distill min", "{:.1f}"),
+    ("heldout_target", "held-out loss target", "{:.4f}"),
+    ("heldout_target_unseen", "held-out loss target unseen voice", "{:.4f}"),
+    ("heldout_in", "held-out loss in", "{:.4f}"),
     ("wer_in", "WER test_in", "{:.2f}"), ("cer_in", "CER test_in", "{:.2f}"),
     ("wer_target", "WER test_target", "{:.2f}"), ("cer_target", "CER test_target", "{:.2f}"),
     ("spk_accuracy", "spk accuracy", "{:.2f}"), ("eer", "EER", "{:.2f}"),
 ]
 PANELS = [("heldout_target", "held-out distillation loss, asr_test_target"),
+          ("heldout_target_unseen", f"held-out distillation loss, {UNSEEN_VOICE}"),
           ("heldout_in", "held-out distillation loss, asr_test_in"), ("wer_target", "WER on asr_test_target (%)"),
           ("cer_target", "CER on asr_test_target (%)"), ("wer_in", "WER on asr_test_in (%)"),
           ("spk_accuracy", "speaker accuracy on spk_test (%)")]
 INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "cer_target": ("asr_test_target", "CER"),  # error bars
                      "wer_in": ("asr_test_in", "WER"), "heldout_target": ("heldout_asr_test_target", LOSS),
+                     "heldout_target_unseen": (f"heldout_{UNSEEN_VOICE}", LOSS),
                      "heldout_in": ("heldout_asr_test_in", LOSS)}
 # the held-out loss comparisons of the report: (split in the errors, title)
-HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out audio"),
+HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out audio in the target set's voices"),
+                    (f"heldout_{UNSEEN_VOICE}", "the target domain's held-out audio in voices the target set lacks"),
                     ("heldout_asr_test_in", "the other domains' held-out audio")]
 # the probe comparisons of the report: (ASR test split, title)
 PROBE_COMPARED = [("asr_test_target", "the target domain (asr_test_target)"),
                   ("asr_test_in", "the other domains (asr_test_in)")]
 # the interval tables: (split in the errors, metric, column title)
-HELDOUT_INTERVALS = [(split, LOSS, title) for split, title in HELDOUT_COMPARED]
+HELDOUT_INTERVALS = [(split, LOSS, title) for split, title in
+                     zip((split for split, _ in HELDOUT_COMPARED), ("target, same voice", "target, unseen voice",
+                                                                    "other domains"))]
 PROBE_INTERVALS = [(split, kind, f"{kind} {split}") for split, _ in PROBE_COMPARED for kind in ("WER", "CER")]
-# the comparison of the report: WER as asked, CER because a short probe can leave WER near 100 %
-COMPARED = {"wer_target": "WER on asr_test_target", "cer_target": "CER on asr_test_target"}
+# the comparisons of target-aware selectors with the baseline: record key -> (title, split in the errors, metric);
+# the held-out loss in the target's voices and in others, WER, and CER (a short probe can leave WER near 100 %)
+COMPARED = {"heldout_target": ("held-out loss on asr_test_target", "heldout_asr_test_target", LOSS),
+            "heldout_target_unseen": (f"held-out loss on {UNSEEN_VOICE}", f"heldout_{UNSEEN_VOICE}", LOSS),
+            "wer_target": ("WER on asr_test_target", "asr_test_target", "WER"),
+            "cer_target": ("CER on asr_test_target", "asr_test_target", "CER")}
 REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]
 
 
@@ -72,7 +88,8 @@ def row_record(row, results):
         The encoder (name, group, selector, budget, seed, planned epochs).
     results : dict
         ``{"distill": ..., "asr": ..., "spk": ...}``: the parsed result file of
-        each finished cell, ``None`` for a cell that has not finished.
+        each finished cell, ``None`` for a cell that has not finished; and
+        ``selection``: the student's ``selection.json``, when there is one.
 
     Returns
     -------
@@ -81,13 +98,17 @@ def row_record(row, results):
     """
     distill, asr, spk = (results.get(kind) for kind in ("distill", "asr", "spk"))
     epochs = dig(distill, "epochs")
+    selector, features = dig(distill, "selector_minutes"), dig(results.get("selection"), "feature_seconds")
     return {
         "name": row.name, "group": row.group, "selector": row.selector,
         "budget_pct": None if row.budget is None else round(100 * row.budget, 6), "seed": row.seed,
         "hours": dig(distill, "subset_hours"), "epochs": row.epochs if epochs is None else epochs,
         "steps": dig(distill, "optimizer_steps"), "audio_hours_seen": dig(distill, "train_audio_hours_seen"),
-        "selector_minutes": dig(distill, "selector_minutes"), "distill_minutes": dig(distill, "this_run_minutes"),
+        "selector_minutes": None if selector is None else selector + (features or 0) / 60,
+        "feature_minutes": None if features is None or selector is None else features / 60,
+        "distill_minutes": dig(distill, "this_run_minutes"),
         "heldout_target": dig(distill, "heldout_loss", "asr_test_target", "all"),
+        "heldout_target_unseen": dig(distill, "heldout_loss", UNSEEN_VOICE, "all"),
         "heldout_in": dig(distill, "heldout_loss", "asr_test_in", "all"),
         "heldout_domains": dig(distill, "heldout_loss"),
         "wer_in": dig(asr, "metrics", "asr_test_in", "WER"), "cer_in": dig(asr, "metrics", "asr_test_in", "CER"),
@@ -126,8 +147,13 @@ def selector_means(records, key):
             for sel, per_budget in means.items()}
 
 
-def compare_budget(budget, records, target_aware, baseline, key="wer_target"):
-    """Target-aware selectors vs the baseline at one budget, on one metric of ``asr_test_target``.
+def compare_budget(budget, records, target_aware, baseline, key="wer_target", errors=None):
+    """Target-aware selectors vs the baseline at one budget, on one measure of the target domain.
+
+    Better or worse only from a 95 % interval (:func:`tasks.benchmark.statistics.difference_components`:
+    the held-out or test utterances resampled together, each selector's seeds
+    separately), and only when it excludes 0; without the per-utterance
+    results there is no verdict.
 
     Parameters
     ----------
@@ -140,7 +166,9 @@ def compare_budget(budget, records, target_aware, baseline, key="wer_target"):
     baseline : str
         The selector they are compared with (averaged over its seeds).
     key : str
-        ``wer_target`` or ``cer_target``.
+        A key of :data:`COMPARED`.
+    errors : dict, optional
+        ``{row name: {split: (ids, {metric: [N, 2]})}}`` of the finished cells.
 
     Returns
     -------
@@ -148,38 +176,52 @@ def compare_budget(budget, records, target_aware, baseline, key="wer_target"):
         ``budget_pct``, ``metric``, ``target_aware`` (``{selector: mean over
         its seeds}``), ``target_aware_mean``, ``baseline_mean``,
         ``baseline_seeds`` (how many seeds it averages), ``difference``
-        (target-aware minus baseline, in points) and ``text``, the sentence of
-        the report.
+        (target-aware minus baseline: points, or loss), ``low``, ``high``,
+        ``verdict``, ``dominant`` (``None`` without an interval) and ``text``,
+        the sentence of the report.
     """
-    metric = COMPARED[key]
+    metric, split, kind = COMPARED[key]
     at_budget = [r for r in records if r["group"] == "subset" and r["budget_pct"] == budget]
     aware = {sel: m for sel in target_aware
              if (m := mean_or_none(r[key] for r in at_budget if r["selector"] == sel)) is not None}
-    base_values = [r[key] for r in at_budget if r["selector"] == baseline and r[key] is not None]
+    base_rows = [r for r in at_budget if r["selector"] == baseline]
+    base_values = [r[key] for r in base_rows if r[key] is not None]
     aware_mean, base_mean = mean_or_none(aware.values()), mean_or_none(base_values)
     out = {"budget_pct": budget, "metric": metric, "target_aware": aware, "target_aware_mean": aware_mean,
-           "baseline_mean": base_mean, "baseline_seeds": len(base_values), "difference": None}
+           "baseline_mean": base_mean, "baseline_seeds": len(base_values), "difference": None, "low": None,
+           "high": None, "verdict": None, "dominant": None}
     if aware_mean is None or base_mean is None:
         out["text"] = (f"{budget:g} %, {metric}: not available yet (needs a value of at least one of "
                        f"{', '.join(target_aware)} and of {baseline}).")
         return out
     out["difference"] = aware_mean - base_mean
+    unit, digits = ("", 4) if kind == LOSS else (" points", 2)
     missing = [sel for sel in target_aware if sel not in aware]
-    size = abs(out["difference"])
-    verdict = (f"{size:.2f} points lower, i.e. better" if out["difference"] < 0 else
-               f"{size:.2f} points higher, i.e. worse" if out["difference"] > 0 else "no difference")
-    out["text"] = (
-        f"{budget:g} %, {metric}: target-aware selectors ({', '.join(f'{s} {m:.2f}' for s, m in aware.items())}"
-        f"{'; not finished: ' + ', '.join(missing) if missing else ''}) average {aware_mean:.2f} % vs "
-        f"{base_mean:.2f} % for {baseline} (mean of {len(base_values)} seed{'s' if len(base_values) != 1 else ''})"
-        f": {verdict}.")
+    each = ", ".join(f"{s} {m:.{digits}f}" for s, m in aware.items())
+    seeds = f"{len(base_values)} seed{'s' if len(base_values) != 1 else ''}"
+    head = (f"{budget:g} %, {metric}: target-aware selectors ({each}"
+            f"{'; not finished: ' + ', '.join(missing) if missing else ''}) average {aware_mean:.{digits}f} vs "
+            f"{base_mean:.{digits}f} for {baseline} (mean of {seeds})")
+    stacks = [stacked([r for r in at_budget if r["selector"] == sel], errors or {}, split, kind) for sel in aware]
+    base = stacked(base_rows, errors or {}, split, kind)
+    if base[0] is None or any(values is None for values, _, _ in stacks) or \
+            any(ids != base[1] for _, ids, _ in stacks):
+        out["text"] = (f"{head}: {out['difference']:+.{digits}f}{unit}; no interval (per-utterance results missing), "
+                       "no verdict.")
+        return out
+    result = difference_components([values for values, _, _ in stacks], [base[0]], scale=SCALES[kind])
+    out.update({name: result[name] for name in ("difference", "low", "high", "verdict", "dominant")})
+    relative = f", {100 * result['difference'] / base_mean:+.1f} % relative" if base_mean else ""
+    out["text"] = (f"{head}: {result['difference']:+.{digits}f}{unit}{relative}, 95 % interval "
+                   f"[{result['low']:+.{digits}f}, {result['high']:+.{digits}f}] ({result['dominant']} dominate its "
+                   f"width): {result['verdict']}.")
     return out
 
 
-def aggregate(records, target_aware, baseline):
-    """:func:`compare_budget` at every budget of the subset students (increasing), WER then CER."""
+def aggregate(records, target_aware, baseline, errors=None):
+    """:func:`compare_budget` at every budget of the subset students (increasing), each measure of :data:`COMPARED`."""
     budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
-    return [compare_budget(b, records, target_aware, baseline, key) for b in budgets for key in COMPARED]
+    return [compare_budget(b, records, target_aware, baseline, key, errors) for b in budgets for key in COMPARED]
 
 
 def domain_table(records):
@@ -192,10 +234,12 @@ def domain_table(records):
     groups = {}
     for r in students:
         groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
-    lines = ["| selector | budget % | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    lines = ["| selector | budget % | seeds | audio h seen | " + " | ".join(columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
     for (selector, budget), rows in groups.items():
         means = [mean_or_none(dig(r["heldout_domains"], *column.split("/")) for r in rows) for column in columns]
-        lines.append(f"| {selector} | {budget:g} | {len(rows)} | " + " | ".join(fmt(m, "{:.4f}") for m in means) + " |")
+        lines.append(f"| {selector} | {budget:g} | {len(rows)} | {fmt(mean_audio_hours(rows), '{:.3f}')} | "
+                     + " | ".join(fmt(m, "{:.4f}") for m in means) + " |")
     return "\n".join(lines)
 
 
@@ -219,8 +263,8 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
     for r in sorted(records, key=lambda r: (order[r["group"]], r["budget_pct"] or 0)):
         if references or r["group"] != "reference":
             groups.setdefault((r["selector"], r["budget_pct"]), []).append(r)
-    lines = ["| selector | budget % | seeds | " + " | ".join(title for _, _, title in columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
+    lines = ["| selector | budget % | seeds | audio h seen | " + " | ".join(title for _, _, title in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
     for (selector, budget), rows in groups.items():
         cells, seeds = [], 0
         for split, kind, _ in columns:
@@ -230,7 +274,8 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
                          "{:.{d}f} [{:.{d}f}, {:.{d}f}]".format(*rate_interval(values, scale=SCALES[kind]),
                                                                  d=4 if kind == LOSS else 2))
         if seeds:  # rows with nothing finished are left out (the cell tables show them)
-            lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | " + " | ".join(cells) + " |")
+            lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | {fmt(mean_audio_hours(rows), '{:.3f}')} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -321,9 +366,12 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
         f"trains for {settings['number_of_epochs']} epochs x {settings['steps_per_epoch']} optimizer steps on fixed "
         f"segments of {settings['segment_seconds']:g} s, which the teacher saw alone, drawn from a seeded schedule "
-        "(the audio each saw is in the table: `audio h seen`). Intrinsic measure: the student's distillation loss "
-        "(L1 + cosine, in each held-out split's own standardisation) on held-out audio of the target domain "
-        "(asr_test_target) and of the other domains (asr_test_in); lower is closer to the teacher. Probes, when "
+        "in proportion to their seconds (the audio each saw is in every table: `audio h seen`). `select min`: the "
+        "selector's minutes, with its features' pass over the pool where the selection records it (`of it "
+        "features`). Intrinsic measure: the student's distillation loss (L1 + cosine, in each held-out split's own "
+        "standardisation) on held-out audio of the target domain in the target set's voices (asr_test_target), "
+        f"in voices the target set lacks ({UNSEEN_VOICE}: a gain there is not voice adaptation) and of the "
+        "other domains (asr_test_in); lower is closer to the teacher. Probes, when "
         "run: CTC ASR (WER/CER %) and speaker identification / verification on spk_test (accuracy %, EER %). "
         f"{MISSING}: not finished (yet).", "",
         f"Finished cells: {settings['finished_cells']} of {settings['total_cells']}.", "",
@@ -336,10 +384,15 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "## Paired comparisons of the held-out loss", "",
         "Difference of the held-out loss (selector minus baseline, each the mean over its seeds; negative: closer "
         "to the teacher) with a 95 % bootstrap interval (held-out utterances resampled together, each side's "
-        "seeds separately); better / worse only when the interval excludes 0.", "",
+        "seeds separately); better / worse only when the interval excludes 0. The same difference with the seeds "
+        "only resampled (the spread of training runs) and with the utterances only (the spread of the held-out "
+        "audio); `wider`: the one with the larger standard deviation.", "",
+        dominance_summary([c for c in paired if c["metric"] == LOSS]), "",
         *sections,
         "## The probes' own spread on a fixed encoder (seeds of the probe only)", "", *probe_spread(records), "",
-        f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']} (probes)", "",
+        f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']}", "",
+        "The selectors' mean over their seeds, then over the selectors, minus the baseline's; better / worse only "
+        "when the 95 % interval (utterances resampled together, each selector's seeds separately) excludes 0.", "",
         *[f"- {c['text']}" for c in comparisons], "",
         "## Probe error rates, mean over seeds with a 95 % bootstrap interval", "",
         "Test utterances and seeds resampled (a reference's seeds are its probe's seeds).", "",
@@ -350,7 +403,9 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "## Paired comparisons of the probes", "",
         "Difference of the error rates (selector minus baseline, each the mean over its seeds; negative: fewer "
         "errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
-        "separately); better / worse only when the interval excludes 0.", "",
+        "separately), and with the seeds only or the utterances only resampled; better / worse only when the "
+        "interval excludes 0.", "",
+        dominance_summary([c for c in paired if c["metric"] != LOSS]), "",
         *probe_sections,
     ])
 
@@ -425,8 +480,8 @@ def write_report(records, settings, folder, errors=None):
     list of dict
         The comparisons of :func:`aggregate`.
     """
-    comparisons = aggregate(records, settings["target_aware"], settings["baseline"])
     errors = errors or {}
+    comparisons = aggregate(records, settings["target_aware"], settings["baseline"], errors)
     paired = []
     for baseline in (settings["baseline"], "full"):
         for split, _ in PROBE_COMPARED:

@@ -36,10 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from tqdm import tqdm
 
 from common.atomic import atomic_write_text
+from common.hparams import load_hparams as load_hparams_file
 from tasks.benchmark.cells import ROOT, TRAINING_KEYS, build_plan, resolve
 from tasks.benchmark.report import row_record, write_report
 from tasks.benchmark.statistics import cell_errors, heldout_errors
@@ -118,6 +118,14 @@ def load_results(cell):
     return json.loads(cell.result_file.read_text(encoding="utf-8"))
 
 
+def load_selection_record(cell):
+    """The ``selection.json`` of a finished distillation (``<output>/selection/``), else None."""
+    path = cell.output_folder / "selection" / "selection.json"
+    if cell.kind != "distill" or cell_state(cell) != "done" or not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def log_path(folder, cell):
     """``<output_folder>/logs/<kind>-<name>.log``."""
     return folder / "logs" / f"{cell.kind}-{cell.name}.log"
@@ -148,10 +156,12 @@ class Benchmark:
 
     def report(self):
         """Rewrite results.md/json/png from the cells finished so far."""
-        results = [{cell.kind: load_results(cell) for cell in row.cells} for row in self.rows]
+        results = [{**{cell.kind: load_results(cell) for cell in row.cells},
+                    "selection": load_selection_record(row.cells[0])} for row in self.rows]
         settings = {"benchmark_name": self.hp["benchmark_name"], "pool_hours": round(self.hours, 4),
                     **{key: self.hp[key] for key in TRAINING_KEYS},
-                    "finished_cells": sum(r is not None for res in results for r in res.values()),
+                    "finished_cells": sum(res[cell.kind] is not None
+                                          for row, res in zip(self.rows, results) for cell in row.cells),
                     "total_cells": self.n_cells, "target_aware": list(self.hp["target_aware"]),
                     "baseline": self.hp["baseline"]}
         errors = {}
@@ -224,11 +234,10 @@ class Benchmark:
 
 
 def load_hparams(argv):
-    """The benchmark YAML (as given, else relative to the repository root) with its ``--key=value`` overrides."""
+    """The benchmark YAML (as given, else relative to the repository root; it may extend another) with its overrides."""
     hparams_file, _, overrides = sb.parse_arguments(argv)
     hparams_file = Path(hparams_file) if Path(hparams_file).exists() else resolve(hparams_file)
-    with open(hparams_file, encoding="utf-8") as handle:
-        return load_hyperpyyaml(handle, overrides)
+    return load_hparams_file(hparams_file, overrides)
 
 
 def main(argv):
