@@ -89,6 +89,10 @@ class Manifest:
         """Duration of ``utt_id`` in seconds."""
         return float(self.durations[self._index[utt_id]])
 
+    def positions(self, ids):
+        """Row positions (``int64``, file order from 0) of ``ids``; ``KeyError`` for an unknown ID."""
+        return np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
+
     def durations_of(self, ids):
         """Durations (seconds, float64 array) of ``ids``, in the given order."""
         return self.durations[[self._index[i] for i in ids]]

@@ -313,6 +313,16 @@ class NgramLM:
         NgramLM
             ``self``.
         """
+        return self.add(units).finish()
+
+    def add(self, units):
+        """Add the n-gram counts of a unit set (one shard of the training set); :meth:`finish` when all are in.
+
+        Returns
+        -------
+        NgramLM
+            ``self``.
+        """
         if units.n_clusters != self.n_symbols:
             raise ValueError(f"unit set has {units.n_clusters} clusters, LM expects {self.n_symbols}")
         for chunk in iter_chunks(units, self.chunk_tokens):
@@ -329,8 +339,44 @@ class NgramLM:
                     valid = np.flatnonzero(chunk.pos >= m - 1)
                     history = self.slots[m - 2](keys[m - 2][valid - 1])
                     self.contexts[m - 1] += np.bincount(history, minlength=self.slots[m - 2].size)
+        return self
+
+    def finish(self):
+        """Tabulate the dense orders once every count is in (:meth:`add`, :meth:`load_statistics`)."""
         self._tabulate()
         return self
+
+    def statistics(self):
+        """Everything counted, as one ``float64`` vector that adds over shards (integers, so sums are exact).
+
+        Example
+        -------
+        >>> from selection.units import UnitSet
+        >>> halves = [UnitSet([i], [0, 3], [0, 1, 1], 100.0, 2) for i in "ab"]
+        >>> both = UnitSet(["a", "b"], [0, 3, 6], [0, 1, 1] * 2, 100.0, 2)
+        >>> summed = sum(NgramLM(2, 2).add(h).statistics() for h in halves)
+        >>> bool((summed == NgramLM(2, 2).add(both).statistics()).all())
+        True
+        """
+        hashed = self.contexts[self.n_dense :]
+        return np.concatenate([[float(self.n_tokens)], *self.counts, *hashed])
+
+    def load_statistics(self, statistics):
+        """Take counts summed over shards (a vector of :meth:`statistics`' layout) and :meth:`finish`."""
+        statistics = np.asarray(statistics, dtype=np.float64)
+        self.n_tokens = int(statistics[0])
+        start = 1
+        for m in range(1, self.order + 1):
+            size = self.slots[m - 1].size
+            self.counts[m - 1] = statistics[start : start + size].copy()
+            start += size
+        for m in range(self.n_dense + 1, self.order + 1):
+            size = self.slots[m - 2].size
+            self.contexts[m - 1] = statistics[start : start + size].copy()
+            start += size
+        if start != len(statistics):
+            raise ValueError(f"statistics of {len(statistics)} values, this LM has {start}")
+        return self.finish()
 
     def _tabulate(self):
         """Log-probability tables of the dense orders (contexts derived from counts)."""

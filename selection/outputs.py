@@ -10,6 +10,7 @@ import io
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -109,6 +110,13 @@ def _plain(value):
     return value
 
 
+def _input_record(path):
+    """Path and SHA-256 of an input file; names and total size of a list of them."""
+    if isinstance(path, (list, tuple)):
+        return {"pieces": [Path(p).name for p in path], "bytes": sum(Path(p).stat().st_size for p in path)}
+    return {"path": str(path), "sha256": file_sha256(path)}
+
+
 def write_selection_json(path, result, inputs, seed=None, extra=None):
     """Write the provenance of a selection.
 
@@ -120,7 +128,8 @@ def write_selection_json(path, result, inputs, seed=None, extra=None):
         The selection.
     inputs : dict
         ``{name: path}`` of the input files (pool manifest, units, target...);
-        each is recorded with its SHA-256.
+        each is recorded with its SHA-256. A list of paths (units in pieces
+        spread over processes) is recorded by the files' names and sizes only.
     seed : int, optional
         Seed of the run.
     extra : dict, optional
@@ -134,7 +143,7 @@ def write_selection_json(path, result, inputs, seed=None, extra=None):
         "utterances": result.n_utterances,
         "diagnostics": result.diagnostics,
         "seed": seed,
-        "inputs": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in inputs.items()},
+        "inputs": {name: _input_record(p) for name, p in inputs.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if extra:

@@ -4,8 +4,12 @@ Each stage writes one file named after the hash of everything it depends on
 (feature settings, k-means settings, seed, the fitting manifest's content) and
 is skipped when that file exists, so a re-run resumes where a killed run
 stopped and a changed setting never reuses a stale file. Unit extraction can be
-split over processes: each ``rank`` of ``world_size`` writes its shard and the
-caller merges them after a barrier (see :func:`merge_units`).
+split over processes: each ``rank`` of ``world_size`` writes its shard as pieces
+of at most ``piece_hours`` of audio (each a file of its own, so a killed process
+resumes at its first missing piece and holds one piece in memory at a time).
+Selectors whose result does not depend on the sharding read the pieces where they
+are (:mod:`selection.sharded`); the others get them merged into one unit set
+after a barrier (:meth:`UnitPipeline.merge_units`).
 """
 
 import logging
@@ -20,10 +24,11 @@ from selection.units import (
     UnitSet,
     extract_units,
     merge_unit_shards,
+    piece_bounds,
+    piece_path,
     sample_frames,
     sample_utterances,
     shard_ids,
-    shard_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,10 +68,15 @@ class UnitPipeline:
         Utterances per feature-extraction batch.
     kmeans_settings : dict, optional
         Extra arguments of :class:`selection.units.KMeansCodebook`.
+    piece_hours : float
+        Audio per piece of a process's shard when the units are extracted by several
+        processes (memory of the units stage and of a sharded selection: at 100 frames per
+        second, 100 h is 72 MB of ``int16`` units).
     """
 
     def __init__(self, extractor, feature_settings, n_clusters, folder, fit_hours=1.0, max_fit_frames=500_000,
-                 frames_per_utterance=None, seed=0, dedup=False, batch_size=8, kmeans_settings=None):
+                 frames_per_utterance=None, seed=0, dedup=False, batch_size=8, kmeans_settings=None,
+                 piece_hours=100.0):
         self.extractor = extractor
         self.folder = Path(folder)
         self.n_clusters = int(n_clusters)
@@ -77,6 +87,8 @@ class UnitPipeline:
         self.dedup = bool(dedup)
         self.batch_size = int(batch_size)
         self.kmeans_settings = dict(kmeans_settings or {})
+        self.piece_hours = float(piece_hours)
+        self._audio_states = {}
         self.settings = {"features": dict(feature_settings), "n_clusters": self.n_clusters,
                          "fit_hours": self.fit_hours, "max_fit_frames": self.max_fit_frames,
                          "frames_per_utterance": frames_per_utterance, "seed": self.seed,
@@ -88,9 +100,27 @@ class UnitPipeline:
         return self.folder / f"codebook-k{self.n_clusters}-{key}.joblib"
 
     def units_path(self, codebook_path, manifest, name):
+        if manifest.path not in self._audio_states:  # one look at every audio file per run, not per call
+            self._audio_states[manifest.path] = audio_state(manifest)
         key = settings_hash({"codebook": codebook_path.name, "dedup": self.dedup, "with_embeddings": True,
-                             "manifest": file_sha256(manifest.path), "audio": audio_state(manifest)}, 12)
+                             "manifest": file_sha256(manifest.path), "audio": self._audio_states[manifest.path]}, 12)
         return self.folder / f"units-{name}-{key}.npz"
+
+    def shard_pieces(self, manifest, name, codebook_path, rank, world_size):
+        """The piece files of process ``rank``'s shard of ``manifest``, with the IDs each holds.
+
+        Returns
+        -------
+        list of (pathlib.Path, list of str)
+            Consecutive runs of the shard's IDs (:func:`selection.units.shard_ids`) of at most
+            ``piece_hours`` each (an utterance longer than that is a piece of its own).
+        """
+        out = self.units_path(codebook_path, manifest, name)
+        out = out.with_name(f"{out.stem}-pieces{self.piece_hours:g}h{out.suffix}")  # another layout, other files
+        ids = shard_ids(manifest.ids, rank, world_size)
+        bounds = piece_bounds(manifest.durations_of(ids), self.piece_hours * 3600.0)
+        return [(piece_path(out, rank, world_size, piece), ids[start:stop])
+                for piece, (start, stop) in enumerate(bounds)]
 
     def fit_codebook(self, fit_manifest):
         """The codebook fitted on a seeded sample of ``fit_manifest`` (loaded when cached).
@@ -121,19 +151,37 @@ class UnitPipeline:
 
         Returns
         -------
-        Path
-            The file written (a shard when ``world_size > 1``). Skipped when it
-            exists, or when the merged units of the whole manifest do.
+        list of pathlib.Path
+            The files that hold them: the whole manifest's units file when it exists
+            (or when ``world_size`` is 1), else the pieces of this process's shard
+            (:meth:`shard_pieces`). A file that exists is kept.
+
+        Raises
+        ------
+        common.manifest.ManifestError
+            When durations disagree with the audio (naming the manifest and the piece).
         """
         out = self.units_path(codebook_path, manifest, name)
-        if world_size > 1 and not out.exists():
-            out = shard_path(out, rank, world_size)
         if out.exists():
             logger.info("units stage done for %s, keeping %s", name, out)
-            return out
-        ids = shard_ids(manifest.ids, rank, world_size)
+            return [out]
+        if world_size == 1:
+            self._extract_piece(manifest, name, codebook, manifest.ids, out, "")
+            return [out]
+        pieces = self.shard_pieces(manifest, name, codebook_path, rank, world_size)
+        for number, (path, ids) in enumerate(pieces):
+            if path.exists():
+                logger.info("units stage done for %s, piece %d of %d of shard %d, keeping %s", name, number + 1,
+                            len(pieces), rank, path)
+                continue
+            self._extract_piece(manifest, name, codebook, ids, path,
+                                f" (shard {rank}, piece {number + 1} of {len(pieces)})")
+        return [path for path, _ in pieces]
+
+    def _extract_piece(self, manifest, name, codebook, ids, out, label):
+        """Extract and save the units of ``ids`` of ``manifest`` to ``out``."""
         logger.info("units stage: %d utterances of %s -> %s", len(ids), name, out)
-        stream = AudioStream(manifest, ids, progress=f"units of {name}" + (f" (shard {rank})" if world_size > 1 else ""))
+        stream = AudioStream(manifest, ids, progress=f"units of {name}{label}")
         units = extract_units(iter_features(stream, self.extractor, self.batch_size), codebook,
                               self.extractor.frame_rate, self.dedup)
         if stream.skipped:
@@ -142,23 +190,23 @@ class UnitPipeline:
         if stream.wrong_durations:
             listed = "; ".join(f"{i}: manifest {m:.2f} s, audio {a:.2f} s" for i, m, a in stream.wrong_durations[:10])
             raise ManifestError(f"{manifest.path}: {len(stream.wrong_durations)} durations disagree with the audio "
-                                f"(budgets and hours come from them): {listed}")
+                                f"(budgets and hours come from them; units file {out.name}): {listed}")
         self.folder.mkdir(parents=True, exist_ok=True)
         units.save(out)
-        return out
 
     def merge_units(self, manifest, name, codebook_path, world_size):
-        """Merge the shards of every rank into one unit set (main process, after a barrier).
+        """Merge the pieces of every rank into one unit set (main process, after a barrier).
 
-        The shards are deleted once the merged file is in place; the merged
+        The pieces are deleted once the merged file is in place; the merged
         file is the cache from then on, whatever the number of processes.
         """
         out = self.units_path(codebook_path, manifest, name)
         if world_size > 1 and not out.exists():
-            shards = [shard_path(out, r, world_size) for r in range(world_size)]
-            merge_unit_shards(shards, out)
-            for shard in shards:
-                shard.unlink()
+            pieces = [path for rank in range(world_size)
+                      for path, _ in self.shard_pieces(manifest, name, codebook_path, rank, world_size)]
+            merge_unit_shards(pieces, out)
+            for piece in pieces:
+                piece.unlink()
         return UnitSet.load(out)
 
     def run(self, fit_manifest, manifests):
@@ -182,3 +230,4 @@ class UnitPipeline:
             self.extract(manifest, name, codebook, path)
             units[name] = self.merge_units(manifest, name, path, world_size=1)
         return units, codebook
+

@@ -31,12 +31,80 @@ def unit_kl(target_units, units, orders=(1,), hash_bits=15, eps=1.0):
     float
     """
     hasher = NgramHasher(orders, units.n_clusters, hash_bits)
-    p = hasher.counts(target_units)[1:]
-    c = hasher.counts(units)[1:] + eps
+    return kl_of_counts(hasher.counts(target_units), hasher.counts(units), eps)
+
+
+def kl_of_counts(target_counts, counts, eps=1.0):
+    """:func:`unit_kl` from the bucket counts of both sides (slot 0, "no n-gram", is left out).
+
+    Example
+    -------
+    >>> round(kl_of_counts(np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 3.0])), 4)
+    0.0589
+    """
+    p = np.asarray(target_counts, dtype=np.float64)[1:].copy()
+    c = np.asarray(counts, dtype=np.float64)[1:] + eps
     p /= p.sum()
     c /= c.sum()
     nz = p > 0
     return float(np.sum(p[nz] * np.log(p[nz] / c[nz])))
+
+
+REPORT_ORDERS = (1, 2)
+
+
+def report_counts(units_pieces, n_clusters, hash_bits=15):
+    """The bucket counts the report's divergence panel needs, per order, summed over unit sets.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` vector: the counts of each of :data:`REPORT_ORDERS` in turn (they add over shards).
+    """
+    hashers = [NgramHasher((m,), n_clusters, hash_bits) for m in REPORT_ORDERS]
+    total = np.zeros(sum(h.n_features for h in hashers))
+    for units in units_pieces:
+        total += np.concatenate([h.counts(units) for h in hashers])
+    return total
+
+
+def shard_report_counts(pool_shard, target_shard, rows_of, picked, n_rows, n_clusters):
+    """:func:`report_counts` of one process's shard: its pool, its part of the subset, its target, end to end.
+
+    Parameters
+    ----------
+    pool_shard, target_shard : selection.sharded.UnitShard
+        This process's unit files.
+    rows_of : callable
+        Pool rows of a list of IDs.
+    picked : numpy.ndarray
+        Pool rows of the whole subset.
+    n_rows : int
+        Rows of the pool manifest.
+    n_clusters : int
+        Codebook size.
+
+    Returns
+    -------
+    numpy.ndarray
+        The three :func:`report_counts` vectors, concatenated (they add over processes).
+    """
+    chosen = np.zeros(n_rows, dtype=bool)
+    chosen[picked] = True
+    pool = report_counts([], n_clusters)
+    subset = pool.copy()
+    for units in pool_shard.pieces():
+        inside = chosen[rows_of(units.ids)]
+        pool += report_counts([units], n_clusters)
+        subset += report_counts([units.subset([i for i, keep in zip(units.ids, inside) if keep])], n_clusters)
+    return np.concatenate([pool, subset, report_counts(target_shard.pieces(), n_clusters)])
+
+
+def split_report_counts(counts, n_clusters, hash_bits=15):
+    """``{order: counts}`` of a :func:`report_counts` vector."""
+    sizes = [NgramHasher((m,), n_clusters, hash_bits).n_features for m in REPORT_ORDERS]
+    bounds = np.cumsum([0, *sizes])
+    return {m: counts[a:b] for m, a, b in zip(REPORT_ORDERS, bounds[:-1], bounds[1:])}
 
 
 def domain_hours(manifest, ids=None):
@@ -50,7 +118,7 @@ def domain_hours(manifest, ids=None):
     return dict(hours)
 
 
-def write_report(path, pool, subset_ids, target=None, pool_units=None, target_units=None):
+def write_report(path, pool, subset_ids, target=None, pool_units=None, target_units=None, unit_counts=None):
     """Plot subset vs pool vs target composition to a PNG, return the figures.
 
     Panels: share of hours per domain (if manifests have a ``domain`` column),
@@ -69,6 +137,9 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
         Target manifest.
     pool_units, target_units : selection.units.UnitSet, optional
         Units for the divergence panel.
+    unit_counts : dict, optional
+        Instead of the units: ``{"pool" | "subset" | "target": {order: counts}}`` for
+        orders 1 and 2 (:func:`report_counts`, summed over shards).
 
     Returns
     -------
@@ -101,11 +172,13 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
     ax_duration.set_title("durations")
     ax_duration.legend()
 
-    if pool_units is not None and target_units is not None:
+    if unit_counts is None and pool_units is not None and target_units is not None:
         subset_units = pool_units.subset([i for i in subset_ids if i in pool_units])
-        kl = {}
-        for name, units in (("pool", pool_units), ("subset", subset_units)):
-            kl[name] = {f"order_{m}": unit_kl(target_units, units, orders=(m,)) for m in (1, 2)}
+        unit_counts = {name: split_report_counts(report_counts([units], units.n_clusters), units.n_clusters)
+                       for name, units in (("pool", pool_units), ("subset", subset_units), ("target", target_units))}
+    if unit_counts is not None and "target" in unit_counts:
+        kl = {name: {f"order_{m}": kl_of_counts(unit_counts["target"][m], unit_counts[name][m]) for m in (1, 2)}
+              for name in ("pool", "subset")}
         figures["unit_kl_to_target"] = kl
         for k, name in enumerate(kl):
             ax_kl.bar(np.arange(2) + k * 0.4, [kl[name]["order_1"], kl[name]["order_2"]], 0.4, label=name)

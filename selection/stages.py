@@ -11,6 +11,13 @@ what it depends on and skipped when its output exists:
   written last and records that key, so a run killed while writing the outputs
   redoes the selection stage only.
 
+Under ``torchrun`` every process extracts its shard of the units (in pieces); a
+selector with a distributed form (``selector.distributed``) then selects with each
+process reading only its own pieces (:mod:`selection.sharded`: the one-process subset
+for random, longest, contrastive and DSIR; :mod:`selection.kcenter_sharded`: a
+composable core-set for k-center), and the report's figures come from counts summed
+over the processes; for the other selectors process 0 merges the pieces and selects.
+
 The k-means codebook is fitted on the pool only (never on the target), so that
 one codebook and one set of pool units serve every selector, with or without a
 target, and selectors are compared on the same units.
@@ -51,9 +58,10 @@ from selection.outputs import (
     write_subset_csv,
 )
 from selection.pipeline import UnitPipeline
-from selection.report import write_report
+from selection.report import shard_report_counts, split_report_counts, write_report
 from selection.selectors.base import SelectionResult, TargetError
-from selection.units import unit_quality
+from selection.sharded import ShardCache, UnitShard, collective_step
+from selection.units import quality_of_counts, unit_quality
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ LEN_FOR_BUCKET = Path("len_for_bucket") / "subset.csv"
 FAIRSEQ_TSV = Path("fairseq") / "train.tsv"
 
 
-def resolve_budget(pool, budget_hours=None, budget_fraction=None, usable_ids=None):
+def resolve_budget(pool, budget_hours=None, budget_fraction=None, usable_ids=None, usable_seconds=None):
     """Budget in hours: ``budget_hours`` when given, else ``budget_fraction`` of the pool's hours.
 
     Parameters
@@ -79,6 +87,8 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None, usable_ids=Non
     usable_ids : iterable of str, optional
         The utterances whose audio can be read: the fraction is of their
         hours (default: every utterance of the pool).
+    usable_seconds : float, optional
+        Their seconds, instead of ``usable_ids``.
 
     Returns
     -------
@@ -103,7 +113,9 @@ def resolve_budget(pool, budget_hours=None, budget_fraction=None, usable_ids=Non
     elif budget_fraction is not None:
         if not 0 < budget_fraction <= 1:
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
-        hours = pool.total_hours if usable_ids is None else float(pool.durations_of(list(usable_ids)).sum()) / 3600
+        if usable_seconds is None and usable_ids is not None:
+            usable_seconds = pool.durations_of(list(usable_ids)).sum()
+        hours = pool.total_hours if usable_seconds is None else float(usable_seconds) / 3600
         budget = float(budget_fraction) * hours
     else:
         raise ValueError("give budget_hours or budget_fraction")
@@ -155,7 +167,7 @@ def _logged_time(stage, rank, world_size):
 
 def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_settings, selector, output_folder,
                   units_folder=None, budget_hours=None, budget_fraction=0.1, seed=0, units_seed=None, rank=0,
-                  world_size=1, barrier=None):
+                  world_size=1, barrier=None, group=None):
     """Select a subset of the pool under an hours budget; write and return it (cached stages).
 
     Parameters
@@ -201,7 +213,15 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
         ``speechbrain.utils.distributed.ddp_barrier``); required when
         ``world_size > 1``. Every rank calls it three times: after rank 0 fits
         k-means, after each rank extracts its shard of units, and after rank 0
-        merged the shards and wrote the selection.
+        wrote the selection.
+    group : selection.collectives.SingleProcess, optional
+        The processes' collectives (:class:`selection.collectives.TorchProcessGroup`
+        under ``torchrun``). With it, a selector with a distributed form
+        (``selector.distributed``: ``"exact"`` for random, longest, contrastive and DSIR,
+        whose subset does not depend on the sharding, :mod:`selection.sharded`; a
+        composable core-set for target-free k-center, :mod:`selection.kcenter_sharded`)
+        runs on every process over its own shard of the units; without it, or for
+        the other selectors, rank 0 merges the shards and selects.
 
     Returns
     -------
@@ -250,25 +270,33 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     if rank != 0:
         codebook, codebook_path = pipeline.fit_codebook(pool)  # loads what rank 0 wrote
     manifests = {"pool": pool} if target is None else {"pool": pool, "target": target}
+    files = {}
     with _logged_time("units" + (f" (shard {rank})" if world_size > 1 else ""), rank, world_size):
         for name, manifest in manifests.items():
-            pipeline.extract(manifest, name, codebook, codebook_path, rank, world_size)
+            files[name] = pipeline.extract(manifest, name, codebook, codebook_path, rank, world_size)
     with _logged_time("waiting for the other shards", rank, world_size):
         barrier()
-    if rank == 0:
+    inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
+              "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
+    if target is not None:
+        inputs.update(target_manifest=target.path, target_units=pipeline.units_path(codebook_path, target, "target"))
+    provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
+                  "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
+                  "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
+    if world_size > 1 and group is not None and selector.distributed:
+        with _logged_time("sharded selection", rank, world_size):
+            shards = {name: UnitShard(paths if rank == 0 or paths != [inputs[f"{name}_units"]] else [])
+                      for name, paths in files.items()}  # a whole units file left by an earlier run: process 0's
+            shards.setdefault("target", UnitShard([]))
+            result = _sharded_selection_stage(pool, target, shards, codebook.n_clusters, selector,
+                                              (budget_hours, budget_fraction), seed, output_folder, inputs,
+                                              provenance, units_folder, group)
+    elif rank == 0:
         with _logged_time("merging units and selecting" if world_size > 1 else "selection", rank, world_size):
             units = {name: pipeline.merge_units(manifest, name, codebook_path, world_size)
                      for name, manifest in manifests.items()}
             # a share of the pool is a share of the audio that can be read (unreadable files are left out)
             budget = resolve_budget(pool, budget_hours, budget_fraction, [i for i in pool.ids if i in units["pool"]])
-            inputs = {"pool_manifest": pool.path, "codebook": codebook_path,
-                      "pool_units": pipeline.units_path(codebook_path, pool, "pool")}
-            if target is not None:
-                inputs.update(target_manifest=target.path,
-                              target_units=pipeline.units_path(codebook_path, target, "target"))
-            provenance = {"unit_settings": {**pipeline.settings, "dedup": pipeline.dedup}, "world_size": world_size,
-                          "budget_rule": {"budget_hours": budget_hours, "budget_fraction": budget_fraction},
-                          "unit_quality": {"fit_sample": codebook.quality.as_dict()}}
             result = _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance,
                                       units_folder)
     with _logged_time("waiting for the selection", rank, world_size):
@@ -278,44 +306,124 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     return output_folder / SUBSET, result
 
 
-def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance, work_folder):
-    """Run the selector (its caches in ``work_folder``) and write every output, unless done for the same key."""
-    key = settings_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
-                                  for name, p in inputs.items() if name != "codebook"},
-                       "data_root": str(Path(pool.data_root).resolve()), "selector": type(selector).__name__,
-                       "settings": selector.settings(), "budget_hours": budget, "seed": seed})
+def _stage_key(pool, selector, budget, seed, inputs):
+    """The selection stage's key: its inputs (units files by name, manifests by content), selector, budget, seed."""
+    return settings_hash({"inputs": {name: Path(p).name if name.endswith("units") else file_sha256(p)
+                                     for name, p in inputs.items() if name != "codebook"},
+                          "data_root": str(Path(pool.data_root).resolve()), "selector": type(selector).__name__,
+                          "settings": selector.settings(), "budget_hours": budget, "seed": seed})
+
+
+def _done(output_folder, key):
+    """The stored selection when every output exists and ``selection.json`` records ``key``, else ``None``."""
     record_path = output_folder / SELECTION_JSON
     outputs = [output_folder / name for name in (SUBSET, REPORT, LEN_FOR_BUCKET, FAIRSEQ_TSV)]
     if record_path.exists() and all(p.exists() for p in outputs):
         if json.loads(record_path.read_text(encoding="utf-8")).get("stage_hash") == key:
             logger.info("selection stage done (%s), keeping %s", key, output_folder)
             return load_selection(output_folder)
+    return None
+
+
+def _selection_stage(pool, target, units, selector, budget, seed, output_folder, inputs, provenance, work_folder):
+    """Run the selector (its caches in ``work_folder``) and write every output, unless done for the same key."""
+    key = _stage_key(pool, selector, budget, seed, inputs)
+    if (done := _done(output_folder, key)) is not None:
+        return done
     pool_units, target_units = units["pool"], units.get("target")
     logger.info("selection stage (%s): %s, budget %.3f h of %.3f h", key, type(selector).__name__, budget,
                 pool.total_hours)
     started = time.perf_counter()
     result = selector.select(pool, pool_units, budget, target_units, work_folder=work_folder)
     selector_seconds = round(time.perf_counter() - started, 1)
-    logger.info("selected %d utterances, %.3f h (the selector took %.1f s)", result.n_utterances, result.hours,
-                selector_seconds)
+    figures = write_report(output_folder / REPORT, pool, result.ids, target, pool_units, target_units)
+    for name, unit_set in units.items():
+        provenance["unit_quality"][name] = unit_quality(unit_set.flat, unit_set.n_clusters).as_dict()
+    without_units = sum(i not in pool_units for i in pool.ids)
+    _write_outputs(pool, result, output_folder, inputs, seed, figures,
+                   {"stage_hash": key, "selector_seconds": selector_seconds}, provenance, without_units)
+    return result
 
+
+def _sharded_selection_stage(pool, target, shards, n_clusters, selector, budget_rule, seed, output_folder, inputs,
+                             provenance, work_folder, group):
+    """:func:`_selection_stage` with each process reading only its shard's units (:mod:`selection.sharded`).
+
+    Every process takes part; process 0 writes the outputs. The subset, its scores and
+    the report's figures are those of :func:`_selection_stage` on the merged units.
+    """
+    started = time.perf_counter()
+    bytes_before = group.bytes_sent
+
+    def rows_of(ids):
+        return pool.positions(ids)
+
+    # a share of the pool is a share of the audio that can be read (utterances with units), summed as on one process
+    local = collective_step(group, "reading the IDs", shards["pool"], lambda: np.concatenate(
+        [rows_of(ids) for ids in shards["pool"].ids()] or [np.zeros(0, dtype=np.int64)]))
+    usable = group.gather(local)
+
+    def budget_and_candidates():
+        rows = np.sort(np.concatenate(usable))
+        return np.array([resolve_budget(pool, *budget_rule, usable_seconds=pool.durations[rows].sum()), len(rows)])
+
+    usable = collective_step(group, "the budget", shards["pool"],
+                             budget_and_candidates if group.rank == 0 else lambda: np.zeros(0))
+    budget, n_usable = group.broadcast(usable)
+    key = _stage_key(pool, selector, budget, seed, inputs)
+    if all(group.all_gather_object((done := _done(output_folder, key)) is not None)):
+        return done
+    if group.rank == 0:
+        logger.info("selection stage (%s): %s over %d processes, budget %.3f h of %.3f h", key,
+                    type(selector).__name__, group.world_size, budget, pool.total_hours)
+    cache_key = settings_hash({"inputs": {name: Path(p).name for name, p in inputs.items() if name.endswith("units")},
+                               "selector": type(selector).__name__, "settings": selector.settings()}, 12)
+    cache = ShardCache(work_folder, cache_key, group.rank, group.world_size)
+    chosen = selector.select_shards(shards["pool"], shards["target"], rows_of, lambda rows: pool.durations[rows],
+                                    n_clusters, budget, group, cache)
+    picked = group.broadcast(chosen[0] if chosen is not None else np.zeros(0, dtype=np.int64))
+    counts = collective_step(group, "counting for the report", shards["pool"], lambda: shard_report_counts(
+        shards["pool"], shards["target"], rows_of, picked, len(pool), n_clusters))
+    counts = group.all_reduce_sum(counts)
+    pieces = group.all_gather_object({name: [str(p) for p in shard.paths] for name, shard in shards.items()})
+    waits = group.all_gather_object(round(group.longest_wait, 3))
+    sent = group.all_gather_object(group.bytes_sent - bytes_before)
+    if group.rank != 0:
+        return None
+    rows, durations, scores = chosen
+    result = selector.result([pool.ids[r] for r in rows], durations, scores, budget)
+    unit_counts = {name: split_report_counts(part, n_clusters)
+                   for name, part in zip(("pool", "subset", "target"), np.split(counts, 3))}
+    if target is None:
+        del unit_counts["target"]
+    figures = write_report(output_folder / REPORT, pool, result.ids, target, unit_counts=unit_counts)
+    for name in ("pool", "target") if target is not None else ("pool",):
+        provenance["unit_quality"][name] = quality_of_counts(unit_counts[name][1][1 : n_clusters + 1]).as_dict()
+    provenance["sharded"] = {"processes": group.world_size, "bytes_sent_per_process": sent,
+                             "longest_wait_seconds_per_process": waits}
+    recorded = {**inputs, **{f"{name}_units": [p for files in pieces for p in files[name]]
+                             for name in ("pool", "target") if f"{name}_units" in inputs}}
+    _write_outputs(pool, result, output_folder, recorded, seed, figures,
+                   {"stage_hash": key, "selector_seconds": round(time.perf_counter() - started, 1)}, provenance,
+                   len(pool) - int(n_usable))
+    return result
+
+
+def _write_outputs(pool, result, output_folder, inputs, seed, figures, stage, provenance, without_units):
+    """Every output but the report (written before): the subset lists, the scores, ``selection.json`` last."""
+    logger.info("selected %d utterances, %.3f h (the selector took %.1f s)", result.n_utterances, result.hours,
+                stage["selector_seconds"])
     write_subset_csv(pool, result.ids, output_folder / SUBSET)
     samples = count_samples(pool, result.ids)
     write_len_for_bucket_csv(pool, result.ids, output_folder / LEN_FOR_BUCKET, pool.data_root, samples)
     write_fairseq_tsv(pool, result.ids, output_folder / FAIRSEQ_TSV, pool.data_root, samples)
     _write_scores(output_folder / SCORES, result)
-    figures = write_report(output_folder / REPORT, pool, result.ids, target, pool_units, target_units)
-
-    for name, unit_set in units.items():
-        provenance["unit_quality"][name] = unit_quality(unit_set.flat, unit_set.n_clusters).as_dict()
-    extra = {"stage_hash": key, "selector_seconds": selector_seconds, "pool_hours": pool.total_hours,
-             "pool_utterances": len(pool),
-             "pool_utterances_without_units": sum(i not in pool_units for i in pool.ids), **provenance, **figures,
+    extra = {**stage, "pool_hours": pool.total_hours, "pool_utterances": len(pool),
+             "pool_utterances_without_units": without_units, **provenance, **figures,
              "outputs": {"subset": SUBSET, "len_for_bucket": str(LEN_FOR_BUCKET), "fairseq_tsv": str(FAIRSEQ_TSV),
                          "report": REPORT, "scores": SCORES if result.scores is not None else None,
                          "audio_root": str(Path(pool.data_root).resolve())}}
-    write_selection_json(record_path, result, inputs, seed=seed, extra=extra)
-    return result
+    write_selection_json(output_folder / SELECTION_JSON, result, inputs, seed=seed, extra=extra)
 
 
 def _write_scores(path, result):

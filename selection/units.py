@@ -11,7 +11,7 @@ Stages (each is a function, so a recipe can cache each output):
    :class:`UnitSet` saved as one ``.npz`` (IDs, offsets, flat units, frame rate,
    and each utterance's embedding: the mean and standard deviation of its feature
    frames, from the same feature pass);
-   :func:`shard_ids` / :func:`merge_unit_shards` split this stage over processes.
+   :func:`shard_ids`, :func:`piece_bounds` / :func:`merge_unit_shards` split this stage over processes.
 """
 
 import logging
@@ -216,7 +216,19 @@ def unit_quality(units, n_clusters, inertia=None):
     -------
     UnitQuality
     """
-    counts = np.bincount(np.asarray(units, dtype=np.int64), minlength=n_clusters)
+    return quality_of_counts(np.bincount(np.asarray(units, dtype=np.int64), minlength=n_clusters), inertia)
+
+
+def quality_of_counts(counts, inertia=None):
+    """:func:`unit_quality` from the count of each unit (``n_clusters`` values; they add over shards).
+
+    Example
+    -------
+    >>> quality_of_counts(np.array([2, 2, 0, 0])).clusters_used
+    2
+    """
+    counts = np.asarray(counts)
+    n_clusters = len(counts)
     total = int(counts.sum())
     p = counts[counts > 0] / max(total, 1)
     entropy = float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -463,10 +475,31 @@ def shard_ids(ids, rank, world_size):
     return sorted(ids)[rank::world_size]
 
 
-def shard_path(path, rank, world_size):
-    """Shard file name: ``units.npz`` -> ``units.shard-01-of-04.npz``."""
+def piece_path(path, rank, world_size, piece):
+    """Piece file name: ``units.npz`` -> ``units.shard-01-of-04.part-0002.npz``."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.shard-{rank:02d}-of-{world_size:02d}{path.suffix}")
+    return path.with_name(f"{path.stem}.shard-{rank:02d}-of-{world_size:02d}.part-{piece:04d}{path.suffix}")
+
+
+def piece_bounds(durations, piece_seconds):
+    """Consecutive ranges ``[start, stop)`` of utterances holding at most ``piece_seconds`` each.
+
+    An utterance longer than ``piece_seconds`` gets a range of its own; no utterances, no range.
+
+    Example
+    -------
+    >>> piece_bounds([1.0, 1.0, 1.0, 5.0, 1.0], 2.0)
+    [(0, 2), (2, 3), (3, 4), (4, 5)]
+    """
+    durations = np.asarray(durations, dtype=np.float64)
+    bounds, start = [], 0
+    ends = np.cumsum(durations)
+    while start < len(durations):
+        before = ends[start - 1] if start else 0.0
+        stop = max(int(np.searchsorted(ends, before + piece_seconds, side="right")), start + 1)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def merge_unit_shards(paths, out_path=None):

@@ -5,6 +5,8 @@ import dataclasses
 import torch
 from speechbrain.utils.distributed import ddp_barrier, ddp_init_group
 
+from selection.collectives import TorchProcessGroup
+
 
 def init_process_group(run_opts):
     """SpeechBrain's ``ddp_init_group`` (nothing happens without ``torchrun``), with gloo when there is no GPU.
@@ -32,12 +34,15 @@ def init_process_group(run_opts):
 
 
 def process_share():
-    """This process's share of work split over the process group: ``rank``, ``world_size`` and ``barrier``.
+    """This process's share of work split over the process group: ``rank``, ``world_size``, ``barrier``, ``group``.
 
-    ``{"rank": 0, "world_size": 1, ...}`` without ``torchrun``. Given to
+    ``{"rank": 0, "world_size": 1, ..., "group": None}`` without ``torchrun``. Given to
     :func:`tasks.subset.select_subset`, every process extracts its shard of the
-    features and units (:func:`selection.stages.run_selection`).
+    features and units, and, for the selectors that allow it, selects over its
+    shard with the others (``group``: :class:`selection.collectives.TorchProcessGroup`;
+    see :func:`selection.stages.run_selection`).
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return {"rank": torch.distributed.get_rank() if distributed else 0,
-            "world_size": torch.distributed.get_world_size() if distributed else 1, "barrier": ddp_barrier}
+            "world_size": torch.distributed.get_world_size() if distributed else 1, "barrier": ddp_barrier,
+            "group": TorchProcessGroup() if distributed else None}

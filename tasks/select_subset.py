@@ -16,7 +16,10 @@ python recipes/SynthDomains/selection/select_subset.py recipes/SynthDomains/sele
 torchrun --nproc_per_node=2 recipes/SynthDomains/selection/select_subset.py <hparams>   # units extracted in 2 shards
 
 Several processes share the unit extraction (each takes a shard of the
-utterances); rank 0 fits k-means, merges the shards and selects. Without a GPU
+utterances, written in pieces); rank 0 fits k-means. Random, longest, contrastive
+and DSIR then select with every process reading only its own shard (the subset of
+one process), target-free k-center as a composable core-set; for the other methods
+rank 0 merges the shards and selects (``recipes/selection/README.md``). Without a GPU
 the process group uses the gloo backend (set here unless
 ``--distributed_backend`` is given), so sharding works on CPU-only machines.
 """

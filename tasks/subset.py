@@ -163,13 +163,15 @@ def whole_pool(pool_manifest, data_root, output_folder, rank=0, barrier=None):
     return output_folder / SUBSET
 
 
-def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, device="cpu"):
+def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, device="cpu", group=None):
     """Run the recipe's selection; returns ``(subset manifest path, SelectionResult or None)``.
 
     Reads the recipe keys ``selection``, ``selection_folder``, ``units_overrides``,
     ``selector_overrides``, ``seed``, ``teacher_source``, ``pool_manifest``, ``target_manifest``,
     ``data_folder``, ``units_folder``, ``budget_hours`` and ``budget_fraction``, and
-    ``build_teacher`` when the selection runs a teacher; models run on ``device``. The whole
+    ``build_teacher`` when the selection runs a teacher; models run on ``device``; ``group`` (the
+    processes' collectives, :func:`tasks.process_group.process_share`) lets the selectors that allow
+    it select over each process's shard of the units. The whole
     pool (``selector: null``) is screened like any selection's, nothing else is computed
     (:func:`whole_pool`).
     """
@@ -184,4 +186,4 @@ def select_subset(hparams, output_folder, rank=0, world_size=1, barrier=None, de
         hparams["pool_manifest"], hparams["target_manifest"], hparams["data_folder"], config["units"]["extractor"],
         config["units"]["unit_settings"], config["selector"], output_folder, units_folder=hparams["units_folder"],
         budget_hours=hparams["budget_hours"], budget_fraction=hparams["budget_fraction"], seed=hparams["seed"],
-        units_seed=config.get("units_seed"), rank=rank, world_size=world_size, barrier=barrier)
+        units_seed=config.get("units_seed"), rank=rank, world_size=world_size, barrier=barrier, group=group)

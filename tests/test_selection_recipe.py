@@ -297,14 +297,21 @@ def test_script_reports_bad_manifest(tiny_corpus, tmp_path):
 
 
 def test_torchrun_two_processes_on_cpu(script_runs, tiny_corpus, tmp_path):
-    """torchrun with 2 CPU processes (gloo): unit extraction in 2 shards, same subset as one process."""
+    """torchrun with 2 CPU processes (gloo): units in 2 shards, never merged, same subset as one process."""
     overrides = corpus_overrides(tiny_corpus, tmp_path / "out", tmp_path / "units")
     done = run_script(overrides, check=False,
                       launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert ".shard-00-of-02.npz" in (tmp_path / "out" / "log.txt").read_text()  # rank 0 extracted one shard
-    assert (tmp_path / "out" / "subset.csv").read_bytes() == (script_runs[1]["contrastive"] / "subset.csv").read_bytes()
-    assert json.loads((tmp_path / "out" / "selection.json").read_text())["world_size"] == 2
+    assert ".shard-00-of-02.part-0000.npz" in (tmp_path / "out" / "log.txt").read_text()  # rank 0's piece
+    assert len(list((tmp_path / "units").glob("units-pool-*.shard-01-of-02.part-*.npz"))) == 1
+    assert not [p for p in (tmp_path / "units").glob("units-pool-*.npz") if ".shard-" not in p.name]  # not merged
+    single = script_runs[1]["contrastive"]
+    for name in ("subset.csv", "scores.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (single / name).read_bytes()
+    records = [json.loads((folder / "selection.json").read_text()) for folder in (tmp_path / "out", single)]
+    assert records[0]["world_size"] == 2 and records[0]["sharded"]["processes"] == 2
+    for key in ("unit_quality", "unit_kl_to_target", "pool_utterances_without_units", "diagnostics", "hours"):
+        assert records[0][key] == records[1][key], key  # the report's figures too, from counts summed over shards
 
 
 def test_ssl_teacher_layer_features(tiny_corpus, tiny_hubert_dir, tmp_path):

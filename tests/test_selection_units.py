@@ -1,15 +1,18 @@
 """K-means units: quality checks, storage keyed by ID, sharding."""
 
+import logging
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from selection.audio import AudioStream
 from selection.features import MFCCExtractor, iter_features
+from selection.pipeline import UnitPipeline
 from common.manifest import read_manifest
 from selection.units import (
     DegenerateUnitsError, KMeansCodebook, UnitError, UnitSet, dedup_runs, extract_units,
-    merge_unit_shards, sample_frames, sample_utterances, shard_ids, shard_path, unit_quality,
+    merge_unit_shards, sample_frames, sample_utterances, piece_path, shard_ids, unit_quality,
 )
 
 
@@ -117,9 +120,9 @@ def test_sharded_units_equal_single_process(audio_manifest, tmp_path):
     for rank in range(world):
         ids = shard_ids(audio_manifest.ids, rank, world)
         shard = extract_units(iter_features(AudioStream(audio_manifest, ids), extractor), codebook, 100.0)
-        paths.append(shard_path(tmp_path / "units.npz", rank, world))
+        paths.append(piece_path(tmp_path / "units.npz", rank, world, 0))
         shard.save(paths[-1])
-    assert paths[1].name == "units.shard-01-of-03.npz"
+    assert paths[1].name == "units.shard-01-of-03.part-0000.npz"
     merged = merge_unit_shards(paths, tmp_path / "merged.npz")
     reference = UnitSet.load(tmp_path / "units.npz").to_dict()
     loaded = UnitSet.load(tmp_path / "merged.npz").to_dict()
@@ -141,3 +144,27 @@ def test_shard_ids_partition():
     assert shards == [shard_ids(sorted(ids), r, 3) for r in range(3)]
     with pytest.raises(ValueError):
         shard_ids(ids, 3, 3)
+
+
+def test_units_stage_resumes_per_piece(audio_manifest, tmp_path, caplog):
+    """Each process's shard is written in pieces; a killed process redoes only its missing pieces."""
+    pipeline = UnitPipeline(MFCCExtractor(), {"kind": "mfcc"}, n_clusters=4, folder=tmp_path, fit_hours=0.01,
+                            kmeans_settings={"n_epochs": 2}, piece_hours=1.2 / 3600)  # two 0.5 s utterances a piece
+    codebook, codebook_path = pipeline.fit_codebook(audio_manifest)
+    pieces = [pipeline.extract(audio_manifest, "pool", codebook, codebook_path, rank, 2) for rank in range(2)]
+    assert [len(p) for p in pieces] == [3, 3]
+    stamps = {p: p.stat().st_mtime_ns for p in pieces[0]}
+    pieces[0][1].unlink()  # killed while writing its second piece
+    with caplog.at_level(logging.INFO):
+        again = pipeline.extract(audio_manifest, "pool", codebook, codebook_path, 0, 2)
+    assert again == pieces[0]
+    assert caplog.text.count("units stage: ") == 1
+    assert f"units stage: 2 utterances of pool -> {pieces[0][1]}" in caplog.text
+    assert [p.stat().st_mtime_ns == stamps[p] for p in pieces[0]] == [True, False, True]
+    merged = pipeline.merge_units(audio_manifest, "pool", codebook_path, 2)
+    single = UnitPipeline(MFCCExtractor(), {"kind": "mfcc"}, n_clusters=4, folder=tmp_path / "one", fit_hours=0.01,
+                          kmeans_settings={"n_epochs": 2})
+    single.extract(audio_manifest, "pool", codebook, codebook_path)
+    alone = UnitSet.load(single.units_path(codebook_path, audio_manifest, "pool"))
+    assert merged.ids == alone.ids and np.array_equal(merged.flat, alone.flat)
+    assert not [p for p in tmp_path.glob("*.part-*")]  # merged, so the pieces are gone

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from selection.sharded import sharded_selection
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,6 +103,7 @@ class Selector(ABC):
     needs_target = False
     needs_units = True
     needs_embeddings = False  # True: ranks by the units' utterance embeddings (``UnitSet.embeddings``)
+    distributed = None  # how select_shards runs over processes: "exact" (ShardableSelector) or a named approximation
     diagnostics = None  # a dict of figures :meth:`rank` may set (e.g. DSIR's overlap with top-k)
 
     def prepare(self, pool, ids, work_folder):
@@ -167,22 +170,34 @@ class Selector(ABC):
         if not ids:
             raise ValueError("no candidate utterances in the pool")
         durations = pool.durations_of(ids)
-        budget_seconds = budget_hours * 3600.0
         self.prepare(pool, ids, work_folder)
-        order, scores = self.rank(ids, durations, units, rows, target_units, budget_seconds)
+        order, scores = self.rank(ids, durations, units, rows, target_units, budget_hours * 3600.0)
+        picked, scores = self.fill(durations, order, scores, budget_hours)
+        return self.result([ids[i] for i in picked], durations[picked], scores, budget_hours)
+
+    @staticmethod
+    def fill(durations, order, scores, budget_hours):
+        """Positions of the ranked candidates that fill the budget (:func:`fill_budget`), and their scores.
+
+        A budget at least the candidates' hours takes them all, with a warning.
+        """
+        budget_seconds = budget_hours * 3600.0
         if budget_seconds >= durations.sum():
             logger.warning("budget %.3f h >= pool %.3f h: taking the whole pool",
                            budget_hours, durations.sum() / 3600.0)
             keep = np.arange(len(order))
         else:
             keep = fill_budget(durations[order], budget_seconds)
-        picked = order[keep]
+        return order[keep], None if scores is None else np.asarray(scores)[keep]
+
+    def result(self, ids, durations, scores, budget_hours):
+        """The :class:`SelectionResult` of picked ``ids`` (best first) with their durations and scores."""
         return SelectionResult(
-            ids=[ids[i] for i in picked],
-            hours=float(durations[picked].sum() / 3600.0),
+            ids=list(ids),
+            hours=float(np.sum(durations) / 3600.0),
             budget_hours=float(budget_hours),
-            scores=None if scores is None else np.asarray(scores)[keep],
-            selector=name,
+            scores=scores,
+            selector=type(self).__name__,
             settings=self.settings(),
             diagnostics=dict(self.diagnostics or {}),
         )
@@ -214,6 +229,94 @@ class Selector(ABC):
             Score of each ranked candidate, aligned with ``order``.
         """
 
+    def select_shards(self, pool_shard, target_shard, rows_of, durations_of_rows, n_clusters, budget_hours, group,
+                      cache=None):
+        """The selection with each process holding its shard of the units (when :attr:`distributed` is set).
+
+        Parameters
+        ----------
+        pool_shard, target_shard : selection.sharded.UnitShard
+            This process's unit files of the pool and of the target.
+        rows_of : callable
+            Pool rows (``int64``) of a list of IDs.
+        durations_of_rows : callable
+            Seconds of an array of pool rows.
+        n_clusters : int
+            Codebook size.
+        budget_hours : float
+            Audio to select.
+        group : selection.collectives.SingleProcess
+            The processes.
+        cache : selection.sharded.ShardCache, optional
+            Where a process may keep what it computed.
+
+        Returns
+        -------
+        tuple of (numpy.ndarray, numpy.ndarray, numpy.ndarray or None) or None
+            On process 0: pool rows of the subset (best first, the budget filled: :meth:`fill`), their
+            seconds and scores; ``None`` elsewhere.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no distributed form")
+
     @abstractmethod
     def settings(self):
         """Constructor arguments, for provenance (``selection.json``)."""
+
+
+class ShardableSelector(Selector):
+    """A selector whose subset does not depend on how the pool is split over processes.
+
+    Its ranking splits in three steps, so that :mod:`selection.sharded` can run it with
+    each process holding only its shard of the units:
+
+    1. :meth:`count`: statistics of the pool's and the target's units (n-gram counts,
+       histograms), one ``float64`` vector that adds over shards;
+    2. :meth:`scorer`: from the summed statistics, a function giving every utterance
+       of a unit set its score (scores depend on the utterance and the statistics only);
+    3. :meth:`rank_scores`: the ranking of every candidate from its duration and score alone
+       (on one process, over the whole pool's ``(ID, hours, score)``).
+
+    Counts are integers held in ``float64`` (exact up to ``2**53``), so the sums do
+    not depend on the order of the shards and the subset is the same on any number of
+    processes. :meth:`rank` runs the three steps on one process.
+    """
+
+    distributed = "exact"
+
+    def select_shards(self, pool_shard, target_shard, rows_of, durations_of_rows, n_clusters, budget_hours, group,
+                      cache=None):
+        """:func:`selection.sharded.sharded_selection`: the subset of one process, on any number of them."""
+        chosen = sharded_selection(self, pool_shard, target_shard, rows_of, durations_of_rows, n_clusters,
+                                   budget_hours, group, cache)
+        return None if chosen is None else chosen[:3]
+
+    def count(self, pool_pieces, target_pieces, n_clusters):
+        """Statistics of the pool's and the target's unit sets (iterables of :class:`~selection.units.UnitSet`).
+
+        Default: none (an empty vector).
+        """
+        return np.zeros(0)
+
+    def scorer(self, statistics, n_clusters):
+        """A function ``units -> scores`` (one per utterance of the unit set, ``ids`` order), or ``None``."""
+        return None
+
+    @abstractmethod
+    def rank_scores(self, durations, scores, budget_seconds):
+        """Order candidates (pool order) from their durations and scores (``None`` without a scorer).
+
+        Returns
+        -------
+        order : numpy.ndarray
+            Permutation of the candidates, best first.
+        scores : numpy.ndarray or None
+            Score of each ranked candidate, aligned with ``order``.
+        """
+
+    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
+        """The three steps on one process: :meth:`count`, :meth:`scorer`, :meth:`rank_scores`."""
+        n_clusters = None if units is None else units.n_clusters
+        statistics = self.count([] if units is None else [units], [] if target_units is None else [target_units],
+                                n_clusters)
+        score = self.scorer(statistics, n_clusters)
+        return self.rank_scores(durations, None if score is None else score(units)[rows], budget_seconds)

@@ -3,10 +3,10 @@
 import numpy as np
 
 from selection.ngrams import NgramLM, iter_chunks, ngram_keys, segment_sums
-from selection.selectors.base import Selector
+from selection.selectors.base import ShardableSelector
 
 
-class ContrastiveLMSelector(Selector):
+class ContrastiveLMSelector(ShardableSelector):
     """Rank by ``(log P_T(x) - log P_pool(x)) / |x|`` with unit n-gram LMs.
 
     ``P_T`` is trained on the target units, ``P_pool`` on all pool units given
@@ -41,23 +41,41 @@ class ContrastiveLMSelector(Selector):
     def _lm(self, n_symbols):
         return NgramLM(self.order, n_symbols, self.beta, self.hash_bits, self.chunk_tokens)
 
+    def count(self, pool_pieces, target_pieces, n_clusters):
+        """The n-gram counts of the target LM, then of the pool LM (:meth:`selection.ngrams.NgramLM.statistics`)."""
+        target_lm, pool_lm = self._lm(n_clusters), self._lm(n_clusters)
+        for units in target_pieces:
+            target_lm.add(units)
+        for units in pool_pieces:
+            pool_lm.add(units)
+        return np.concatenate([target_lm.statistics(), pool_lm.statistics()])
+
+    def scorer(self, statistics, n_clusters):
+        """Per-unit log-likelihood ratio of every utterance of a unit set, from the summed counts."""
+        target_lm, pool_lm = self._lm(n_clusters), self._lm(n_clusters)
+        half = len(statistics) // 2
+        target_lm.load_statistics(statistics[:half])
+        pool_lm.load_statistics(statistics[half:])
+
+        def score(units):
+            out = np.empty(len(units), dtype=np.float64)
+            for chunk in iter_chunks(units, self.chunk_tokens):
+                keys = ngram_keys(chunk.tokens, self.order, units.n_clusters)
+                ratio = target_lm.token_log_probs(chunk, keys)
+                ratio -= pool_lm.token_log_probs(chunk, keys)
+                out[chunk.start : chunk.stop] = segment_sums(ratio, chunk.offsets)
+            lengths = units.lengths
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(lengths > 0, out / np.maximum(lengths, 1), -np.inf)
+
+        return score
+
     def scores(self, units, target_units):
         """Per-unit log-likelihood ratio of every utterance of ``units`` (``ids`` order)."""
-        target_lm = self._lm(units.n_clusters).fit(target_units)
-        pool_lm = self._lm(units.n_clusters).fit(units)
-        out = np.empty(len(units), dtype=np.float64)
-        for chunk in iter_chunks(units, self.chunk_tokens):
-            keys = ngram_keys(chunk.tokens, self.order, units.n_clusters)
-            ratio = target_lm.token_log_probs(chunk, keys)
-            ratio -= pool_lm.token_log_probs(chunk, keys)
-            out[chunk.start : chunk.stop] = segment_sums(ratio, chunk.offsets)
-        lengths = units.lengths
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(lengths > 0, out / np.maximum(lengths, 1), -np.inf)
+        return self.scorer(self.count([units], [target_units], units.n_clusters), units.n_clusters)(units)
 
-    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
+    def rank_scores(self, durations, scores, budget_seconds):
         """Highest per-unit log-likelihood ratio first."""
-        scores = self.scores(units, target_units)[rows]
         order = np.argsort(-scores, kind="stable")
         return order, scores[order]
 

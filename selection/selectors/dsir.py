@@ -3,10 +3,10 @@
 import numpy as np
 
 from selection.ngrams import NgramHasher, iter_chunks, segment_sums
-from selection.selectors.base import Selector, fill_budget
+from selection.selectors.base import ShardableSelector, fill_budget
 
 
-class DSIRSelector(Selector):
+class DSIRSelector(ShardableSelector):
     """Importance weights from hashed unit n-gram bags, then resampling.
 
     Unit n-grams (``orders``, default uni- and bigrams) are mapped into buckets
@@ -61,34 +61,58 @@ class DSIRSelector(Selector):
         self.seed = int(seed)
         self.chunk_tokens = int(chunk_tokens)
 
-    def log_weights(self, units, target_units):
-        """``log w`` of every utterance of ``units`` (``ids`` order), and its number of n-grams."""
-        hasher = NgramHasher(self.orders, units.n_clusters, self.hash_bits)
-        target = hasher.counts(target_units, self.chunk_tokens)
-        pool = hasher.counts(units, self.chunk_tokens)
+    def count(self, pool_pieces, target_pieces, n_clusters):
+        """Bucket counts of the target's n-grams, then of the pool's."""
+        hasher = NgramHasher(self.orders, n_clusters, self.hash_bits)
+        counts = np.zeros((2, hasher.n_features))
+        for row, pieces in enumerate((target_pieces, pool_pieces)):
+            for units in pieces:
+                counts[row] += hasher.counts(units, self.chunk_tokens)
+        return counts.ravel()
+
+    def weigher(self, statistics, n_clusters):
+        """A function ``units -> (log w, n-grams)`` per utterance, from the summed bucket counts."""
+        hasher = NgramHasher(self.orders, n_clusters, self.hash_bits)
+        target, pool = np.asarray(statistics, dtype=np.float64).reshape(2, hasher.n_features)
         n = hasher.n_features - 1  # slot 0 is "no n-gram"
         log_ratio = np.log((target + 1.0) / (target.sum() + n)) - np.log((pool + 1.0) / (pool.sum() + n))
         log_ratio[0] = 0.0
-        out = np.empty(len(units), dtype=np.float64)
-        n_grams = np.empty(len(units), dtype=np.float64)
-        for chunk in iter_chunks(units, self.chunk_tokens):
-            feats = hasher(chunk)
-            per_token = np.take(log_ratio, feats[0])
-            for row in feats[1:]:
-                per_token += np.take(log_ratio, row)
-            out[chunk.start : chunk.stop] = segment_sums(per_token, chunk.offsets)
-            n_grams[chunk.start : chunk.stop] = segment_sums((feats != 0).sum(axis=0).astype(np.float64),
-                                                             chunk.offsets)
-        return out, n_grams
+
+        def weigh(units):
+            out = np.empty(len(units), dtype=np.float64)
+            n_grams = np.empty(len(units), dtype=np.float64)
+            for chunk in iter_chunks(units, self.chunk_tokens):
+                feats = hasher(chunk)
+                per_token = np.take(log_ratio, feats[0])
+                for row in feats[1:]:
+                    per_token += np.take(log_ratio, row)
+                out[chunk.start : chunk.stop] = segment_sums(per_token, chunk.offsets)
+                n_grams[chunk.start : chunk.stop] = segment_sums((feats != 0).sum(axis=0).astype(np.float64),
+                                                                 chunk.offsets)
+            return out, n_grams
+
+        return weigh
+
+    def scorer(self, statistics, n_clusters):
+        """The score of every utterance of a unit set: ``log w``, per n-gram when ``length_normalization``."""
+        weigh = self.weigher(statistics, n_clusters)
+
+        def score(units):
+            log_w, n_grams = weigh(units)
+            return log_w / np.maximum(n_grams, 1.0) if self.length_normalization else log_w
+
+        return score
+
+    def log_weights(self, units, target_units):
+        """``log w`` of every utterance of ``units`` (``ids`` order), and its number of n-grams."""
+        return self.weigher(self.count([units], [target_units], units.n_clusters), units.n_clusters)(units)
 
     def scores(self, units, target_units):
         """The score of every utterance of ``units``: ``log w``, per n-gram when ``length_normalization``."""
-        log_w, n_grams = self.log_weights(units, target_units)
-        return log_w / np.maximum(n_grams, 1.0) if self.length_normalization else log_w
+        return self.scorer(self.count([units], [target_units], units.n_clusters), units.n_clusters)(units)
 
-    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
+    def rank_scores(self, durations, score, budget_seconds):
         """Order by (noisy) log importance weight; scores are the (per-n-gram) ``log w``."""
-        score = self.scores(units, target_units)[rows]
         top_k = np.argsort(-score, kind="stable")
         order = top_k
         if self.gumbel:
@@ -113,6 +137,7 @@ def shared_share(durations, order, other_order, budget_seconds):
     0.0
     """
     picked = order[fill_budget(durations[order], budget_seconds)]
-    other = set(other_order[fill_budget(durations[other_order], budget_seconds)].tolist())
+    in_other = np.zeros(len(durations), dtype=bool)
+    in_other[other_order[fill_budget(durations[other_order], budget_seconds)]] = True
     total = durations[picked].sum()
-    return float(durations[[i for i in picked if i in other]].sum() / total) if total > 0 else 1.0
+    return float(durations[picked[in_other[picked]]].sum() / total) if total > 0 else 1.0

@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from selection.kcenter import farthest_first, nearest_squared_distance, reduce_embeddings
+from selection.kcenter_sharded import composable_kcenter
 from selection.selectors.base import Selector
 
 
@@ -93,6 +94,22 @@ class KCenterSelector(Selector):
             self.diagnostics["hours_share_from_target_neighbourhood"] = round(
                 float(durations[picks][eligible[picks]].sum() / picked_hours), 4)
         return order, scores
+
+    @property
+    def distributed(self):
+        """Target-free: a composable core-set over the processes (:mod:`selection.kcenter_sharded`)."""
+        return None if self.needs_target else "composable core-set"
+
+    def select_shards(self, pool_shard, target_shard, rows_of, durations_of_rows, n_clusters, budget_hours, group,
+                      cache=None):
+        """:func:`selection.kcenter_sharded.composable_kcenter`, then the budget filled on process 0."""
+        chosen = composable_kcenter(pool_shard, rows_of, durations_of_rows, budget_hours, self.n_components,
+                                    self.seed, group)
+        if chosen is None:
+            return None
+        rows, seconds, scores, self.diagnostics = chosen
+        picked, scores = self.fill(seconds, np.arange(len(rows)), scores, budget_hours)
+        return rows[picked], seconds[picked], scores
 
     def settings(self):
         """Constructor arguments."""

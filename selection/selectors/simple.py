@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from selection.selectors.base import Selector
+from selection.selectors.base import ShardableSelector
 
 
-class RandomSelector(Selector):
+class RandomSelector(ShardableSelector):
     """Uniformly random utterances (seeded).
 
     Parameters
@@ -19,21 +19,21 @@ class RandomSelector(Selector):
     def __init__(self, seed=0):
         self.seed = int(seed)
 
-    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
-        """Seeded random permutation; no scores."""
-        return np.random.default_rng(self.seed).permutation(len(ids)), None
+    def rank_scores(self, durations, scores, budget_seconds):
+        """Seeded random permutation of the candidates; no scores."""
+        return np.random.default_rng(self.seed).permutation(len(durations)), None
 
     def settings(self):
         """Constructor arguments."""
         return {"seed": self.seed}
 
 
-class LongestFirstSelector(Selector):
+class LongestFirstSelector(ShardableSelector):
     """Longest utterances first (ties broken by pool order); scores are durations."""
 
     needs_units = False
 
-    def rank(self, ids, durations, units, rows, target_units, budget_seconds):
+    def rank_scores(self, durations, scores, budget_seconds):
         """Stable sort by decreasing duration."""
         order = np.argsort(-durations, kind="stable")
         return order, durations[order]
