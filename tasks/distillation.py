@@ -48,7 +48,7 @@ from lobes.segments import SegmentSchedule, segment_rows
 from lobes.unit_prediction import frame_units
 from tasks.checkpoints import discard_incomplete_checkpoints, mark_checkpoints
 from tasks.experiment import optimizer_steps_per_epoch, start_experiment, write_results
-from tasks.heldout import evaluate_heldout
+from tasks.heldout import LearningCurve, evaluate_heldout
 from tasks.objectives import chosen_objective, draw_masked_frames, unit_targets, uses_units
 from tasks.process_group import process_share
 from tasks.run_identity import check_run_identity, ids_hash
@@ -76,6 +76,7 @@ class DistillBrain(sb.Brain):
     objective = None  # the loss of the chosen objective (tasks.objectives.chosen_objective)
     objective_needs = {"masks_input": False, "targets": "hidden_states"}  # lobes.losses.needs of the objective
     units = None  # unit targets: {"layer", "codebook", "index"} (tasks.objectives.unit_targets)
+    curve = None  # tasks.heldout.LearningCurve: the held-out loss after every epoch
 
     def on_fit_start(self):
         super().on_fit_start()  # restores the last checkpoint, if any
@@ -160,6 +161,9 @@ class DistillBrain(sb.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
                 train_stats=self.train_stats, valid_stats=stats)
+            if self.curve is not None and if_main_process():
+                student = getattr(self.modules.student, "module", self.modules.student)  # unwrap DDP
+                self.curve.add(epoch, self.optimizer_step, student, self.target_stats)
             self.checkpointer.save_and_keep_only(meta={"loss": stage_loss})
         self.last_stats = stats
 
@@ -421,7 +425,7 @@ def check_manifests(hparams):
     Parameters
     ----------
     hparams : dict
-        With ``manifest_folder``, ``valid_split`` and ``heldout_splits``.
+        With ``manifest_folder``, ``valid_split``, ``heldout_splits`` and ``heldout_curve_splits``.
 
     Raises
     ------
@@ -429,10 +433,11 @@ def check_manifests(hparams):
         Listing the missing manifests.
     """
     folder = Path(hparams["manifest_folder"])
-    needed = [hparams["valid_split"], *(hparams["heldout_splits"] or [])]
+    needed = [hparams["valid_split"], *(hparams["heldout_splits"] or []), *(hparams.get("heldout_curve_splits") or [])]
     missing = [str(folder / f"{split}.csv") for split in needed if not (folder / f"{split}.csv").is_file()]
     if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} missing: valid_split and heldout_splits name manifests of "
+        raise FileNotFoundError(f"{', '.join(missing)} missing: valid_split, heldout_splits and heldout_curve_splits "
+                                f"name manifests of "
                                 f"manifest_folder ({folder}); set them to splits that exist (e.g. "
                                 "--heldout_splits=[] to skip the held-out loss)")
 
@@ -556,6 +561,8 @@ def main(argv):
     brain.target_stats, statistics_record = target_statistics(hparams, caches.get("train_cache"), teacher,
                                                               student.target_layers, learns_units=units is not None)
     brain.target_layers = student.target_layers
+    if hparams["heldout_curve_splits"]:
+        brain.curve = LearningCurve(hparams, teacher)
     brain.train_sampler = schedule  # Brain calls set_epoch only on samplers it made itself (or DDP's wrapper)
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_loader_kwargs,
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
@@ -578,6 +585,7 @@ def main(argv):
                                                               "codebook": str(units["codebook_path"])})},
                    "target_statistics": statistics_record,
                    "heldout_loss": heldout,
+                   "heldout_curve": None if brain.curve is None else str(brain.curve.path),
                    "evaluation_sets": evaluation_sets(hparams, valid),
                    "selector_minutes": selector_minutes(selection_folder),
                    "epochs": epochs, "debug": bool(run_opts.get("debug", False)),

@@ -358,7 +358,8 @@ def test_plan_and_dry_run(tiny_corpus, tiny_hubert_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, n_cells", [("benchmark.yaml", 260), ("benchmark_quick.yaml", 15),
-                                           ("benchmark_objectives.yaml", 152)])
+                                           ("benchmark_objectives.yaml", 152), ("benchmark_front.yaml", 38),
+                                           ("benchmark_curves.yaml", 21)])
 def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_dir, tmp_path, monkeypatch):
     """Every cell of the shipped grids: its overrides exist in its recipe's hparams, and every class imports.
 
@@ -385,7 +386,9 @@ def test_shipped_yamls_fit_the_recipes(name, n_cells, tiny_corpus, tiny_whisper_
     expected = {"benchmark.yaml": {"random", "longest", "contrastive", "dsir", "divergence", "coverage", "cluster",
                                    "kcenter", "difficulty", "full"},
                 "benchmark_quick.yaml": {"random", "contrastive", "dsir"},
-                "benchmark_objectives.yaml": {"random", "contrastive"}}
+                "benchmark_objectives.yaml": {"random", "contrastive"},
+                "benchmark_front.yaml": {"random", "contrastive", "dsir", "full"},
+                "benchmark_curves.yaml": {"random", "dsir", "full"}}
     assert checked == expected[name]
     assert objectives == ({"l1_cosine", "masked", "temporal_relation", "unit_prediction"}
                           if name == "benchmark_objectives.yaml" else {"l1_cosine"})

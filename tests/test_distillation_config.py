@@ -27,6 +27,7 @@ NEW_KEYS = {
     "unit_overrides", "unit_codebook_seed", "unit_head",
     # normalize_targets' statistics: a sample of the pool (the same for every subset) by default
     "target_statistics", "target_statistics_hours", "target_statistics_seed", "target_statistics_folder",
+    "heldout_curve_splits",  # the learning curve: none by default
 }
 
 

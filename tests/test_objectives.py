@@ -207,3 +207,15 @@ def test_an_unknown_objective_stops_before_anything_is_written(tiny_corpus, tiny
     with pytest.raises(ValueError, match="not one of objectives"):
         run_objective("contrastive_kd", tiny_corpus, tiny_whisper_dir, tmp_path)
     assert not (tmp_path / "contrastive_kd" / "selection").exists()
+
+
+def test_a_learning_curve_leaves_training_unchanged(tiny_corpus, tiny_whisper_dir, tmp_path):
+    plain = run_objective("l1_cosine", tiny_corpus, tiny_whisper_dir, tmp_path, output=tmp_path / "plain", epochs=2)
+    curved = run_objective("l1_cosine", tiny_corpus, tiny_whisper_dir, tmp_path, output=tmp_path / "curve", epochs=2,
+                           *["--heldout_curve_splits=[asr_test_target]"])
+    assert epoch_losses(tmp_path / "plain") == epoch_losses(tmp_path / "curve")
+    assert plain["heldout_loss"] == curved["heldout_loss"] and plain["heldout_curve"] is None
+    points = json.loads(Path(curved["heldout_curve"]).read_text())["points"]
+    assert [p["epoch"] for p in points] == [1, 2] and [p["optimizer_steps"] for p in points] == [6, 12]
+    assert points[-1]["heldout_loss"]["asr_test_target"] == curved["heldout_loss"]["asr_test_target"]
+    assert points[0]["heldout_loss"]["asr_test_target"]["all"] != points[1]["heldout_loss"]["asr_test_target"]["all"]
