@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from common.atomic import atomic_path, atomic_write_text
 from common.intervals import rate_interval
+from tasks.benchmark.curves import load_curve, plot_curves, steps_markdown, steps_table
 from tasks.benchmark.statistics import (
     LOSS,
     SCALES,
@@ -115,6 +116,7 @@ def row_record(row, results):
         "wer_target": dig(asr, "metrics", "asr_test_target", "WER"),
         "cer_target": dig(asr, "metrics", "asr_test_target", "CER"),
         "spk_accuracy": dig(spk, "metrics", "spk_test", "accuracy"), "eer": dig(spk, "metrics", "spk_test", "EER"),
+        "curve": load_curve(dig(distill, "heldout_curve")),
     }
 
 
@@ -407,6 +409,9 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "interval excludes 0.", "",
         dominance_summary([c for c in paired if c["metric"] != LOSS]), "",
         *probe_sections,
+        *(["## Learning curves: the compute a subset saves", "", *steps_markdown(steps_table(records),
+                                                                                settings["baseline"]), ""]
+          if any(r.get("curve") for r in records) else []),
     ])
 
 
@@ -415,11 +420,13 @@ def plot(records, path, errors=None):
 
     Subset students are lines with markers (the mean over seeds), with 95 %
     bootstrap error bars on the ASR panels when the cells' ``errors`` are
-    given; the full pool and the reference encoders are horizontal lines.
+    given; the full pool and the reference encoders are horizontal lines. With
+    learning curves, a last panel draws them (:func:`tasks.benchmark.curves.plot_curves`).
     """
     panels = [(key, title) for key, title in PANELS if any(r[key] is not None for r in records)] or PANELS[:1]
-    figure = Figure(figsize=(6 * len(panels), 4.8), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(panels)))
+    with_curves = any(r.get("curve") for r in records)
+    figure = Figure(figsize=(6 * (len(panels) + with_curves), 4.8), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(panels) + with_curves))
     budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
     colors = {sel: f"C{i % 10}" for i, sel in enumerate(dict.fromkeys(
         r["selector"] for r in records if r["group"] == "subset"))}  # same colour in every panel
@@ -452,6 +459,9 @@ def plot(records, path, errors=None):
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no finished cell yet", ha="center", va="center", transform=ax.transAxes)
+    if with_curves:
+        plot_curves(axes[-1], records, colors)
+        axes[-1].legend(fontsize="small")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110)
 

@@ -1,0 +1,116 @@
+"""Learning curves of the benchmark's students: how many steps a subset needs to reach the full pool's quality.
+
+A student run with ``heldout_curve_splits`` keeps its held-out loss after every
+epoch (``heldout_curve.json``, :class:`tasks.heldout.LearningCurve`). The number a
+user of selection wants is the compute a subset saves: the optimizer steps a
+student on that subset needs to reach the full-pool students' final loss on the
+target domain (their mean over seeds), per selector and budget, or "not reached".
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+TARGET = "asr_test_target"
+
+
+def load_curve(path, split=TARGET):
+    """``[(optimizer_steps, loss on split)]`` of a ``heldout_curve.json`` (``[]`` when missing or without the split)."""
+    if path is None or not Path(path).exists():
+        return []
+    points = json.loads(Path(path).read_text())["points"]
+    return [(p["optimizer_steps"], p["heldout_loss"][split]["all"]) for p in points
+            if p["heldout_loss"].get(split, {}).get("all") is not None]
+
+
+def steps_to_reach(points, threshold):
+    """The first step count at which the loss is at most ``threshold``; ``None`` if never.
+
+    Example
+    -------
+    >>> steps_to_reach([(100, 0.9), (200, 0.8), (300, 0.7)], 0.8)
+    200
+    >>> steps_to_reach([(100, 0.9)], 0.8) is None
+    True
+    """
+    return next((steps for steps, loss in points if loss <= threshold), None)
+
+
+def full_pool_threshold(records):
+    """The full-pool students' mean final target loss (``None`` without any)."""
+    finals = [r["heldout_target"] for r in records if r["group"] == "full" and r["heldout_target"] is not None]
+    return float(np.mean(finals)) if finals else None
+
+
+def steps_table(records):
+    """Per budget and selector: the steps each seed needs to reach the full pool's final target loss.
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`tasks.benchmark.report.row_record` of every row, each with ``curve``.
+
+    Returns
+    -------
+    list of dict
+        ``budget_pct``, ``selector``, ``threshold``, ``steps`` (one entry per seed with a
+        curve: a step count or ``None``), ``reached`` (how many seeds), ``median_steps``
+        (over the seeds, an unreached seed counting as more than any step; ``None`` when
+        half or more did not reach it), ``last_steps`` (the curve's length).
+    """
+    threshold = full_pool_threshold(records)
+    groups = {}
+    for r in records:
+        if r["group"] == "subset" and r.get("curve"):
+            groups.setdefault((r["budget_pct"], r["selector"]), []).append(r["curve"])
+    rows = []
+    for (budget, selector), curves in sorted(groups.items()):
+        steps = [None if threshold is None else steps_to_reach(curve, threshold) for curve in curves]
+        ordered = sorted(steps, key=lambda s: float("inf") if s is None else s)
+        median = ordered[(len(ordered) - 1) // 2]
+        rows.append({"budget_pct": budget, "selector": selector, "threshold": threshold, "steps": steps,
+                     "reached": sum(s is not None for s in steps), "median_steps": median,
+                     "last_steps": max(curve[-1][0] for curve in curves)})
+    return rows
+
+
+def steps_markdown(rows, baseline):
+    """The markdown lines of :func:`steps_table`, with each selector's median against the baseline's."""
+    if not rows:
+        return ["No student with a learning curve (`heldout_curve_splits`)."]
+    if rows[0]["threshold"] is None:
+        return ["No full-pool student finished: nothing to reach yet."]
+    lines = [f"Steps to reach the full-pool students' final loss on {TARGET} "
+             f"({rows[0]['threshold']:.4f}, their mean), per seed; the median over the seeds (an unreached seed "
+             "counts as more than any step count) and its ratio to the baseline's median at the same budget.", "",
+             "| budget % | selector | steps per seed | reached | median | / baseline |", "|---|---|---|---|---|---|"]
+    medians = {(r["budget_pct"], r["selector"]): r["median_steps"] for r in rows}
+    for r in rows:
+        per_seed = ", ".join("not reached" if s is None else str(s) for s in r["steps"])
+        base = medians.get((r["budget_pct"], baseline))
+        ratio = "–" if r["median_steps"] is None or base is None else f"{r['median_steps'] / base:.2f}"
+        median = f"not reached in {r['last_steps']}" if r["median_steps"] is None else str(r["median_steps"])
+        lines.append(f"| {r['budget_pct']:g} | {r['selector']} | {per_seed} | {r['reached']} of {len(r['steps'])} "
+                     f"| {median} | {ratio} |")
+    return lines
+
+
+def plot_curves(ax, records, colors):
+    """The target-domain curves on ``ax``: the mean over seeds per selector and budget, the seeds' range as a band."""
+    groups = {}
+    for r in records:
+        if r.get("curve"):
+            label = "full pool" if r["group"] == "full" else f"{r['selector']} {r['budget_pct']:g} %"
+            groups.setdefault((label, r["selector"]), []).append(dict(r["curve"]))
+    for (label, selector), curves in groups.items():
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        values = np.array([[c[s] for s in steps] for c in curves])
+        color = colors.get(selector, "0.25")
+        ax.plot(steps, values.mean(0), color=color, label=label, linestyle="--" if selector == "full" else "-")
+        ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+    threshold = full_pool_threshold(records)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.25", linestyle=":", label=f"full pool's final ({threshold:.4g})")
+    ax.set_title(f"held-out loss on {TARGET} during training")
+    ax.set_xlabel("optimizer steps")
