@@ -85,6 +85,10 @@ class Manifest:
         """Raw row (dict of strings) of ``utt_id``."""
         return self.rows[self._index[utt_id]]
 
+    def rows_of(self, ids):
+        """Raw rows (dicts of strings) of ``ids``, in the given order."""
+        return (self.row(i) for i in ids)
+
     def duration(self, utt_id):
         """Duration of ``utt_id`` in seconds."""
         return float(self.durations[self._index[utt_id]])
@@ -107,6 +111,10 @@ class Manifest:
         if name not in self.fieldnames:
             return None
         return [row[name] for row in self.rows]
+
+    def wav_paths(self, ids=None):
+        """Audio paths of ``ids`` (default: every row, file order), ``$data_root`` replaced (see :meth:`wav_path`)."""
+        return (self.wav_path(i) for i in (self.ids if ids is None else ids))
 
     def wav_path(self, utt_id):
         """Audio path of ``utt_id`` with ``$data_root`` replaced.

@@ -3,7 +3,9 @@
 :func:`read_manifest_columns` streams a SpeechBrain CSV in blocks of rows and keeps
 three arrays (IDs as UTF-8 bytes, durations, the byte offset of each row), with the
 checks and messages of :func:`common.manifest.read_manifest`;
-:func:`write_manifest_rows` copies chosen rows, byte for byte, into a new manifest.
+:func:`write_manifest_rows` copies chosen rows, byte for byte, into a new manifest;
+:class:`ColumnarManifest` (:func:`read_columnar_manifest`) reads like
+:class:`common.manifest.Manifest`, a row's other fields read from the file when asked for.
 At 10 M rows of 30-byte IDs that is about 0.5 GB, where Python dicts take several GB.
 
 Rows must each be one line (a quoted field may hold commas, not line breaks), which
@@ -24,13 +26,16 @@ Example
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import atomic_path
-from common.manifest import REQUIRED_COLUMNS, ManifestError
+from common.manifest import DATA_ROOT_PLACEHOLDER, REQUIRED_COLUMNS, ManifestError
+
+_BLOCK_ROWS = 100_000  # rows decoded or read at a time
 
 
 @dataclass
@@ -222,3 +227,150 @@ def write_manifest_rows(columns, rows, path, block_rows=100_000):
                 line = source.readline()
                 lines[i] = line if line.endswith(b"\n") else line + b"\n"
             out.write(b"".join(lines))
+
+
+class IdColumn(Sequence):
+    """A manifest's IDs as a read-only sequence of ``str``, decoded from the byte array when reached.
+
+    Parameters
+    ----------
+    columns : ManifestColumns
+        The manifest's columns.
+    """
+
+    def __init__(self, columns):
+        self._columns = columns
+
+    def __len__(self):
+        return len(self._columns.ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [i.decode() for i in self._columns.ids[index].tolist()]
+        return self._columns.ids[index].decode()
+
+    def __iter__(self):
+        ids = self._columns.ids
+        for start in range(0, len(ids), _BLOCK_ROWS):
+            yield from (i.decode() for i in ids[start : start + _BLOCK_ROWS].tolist())
+
+    def __contains__(self, utt_id):
+        try:
+            self._columns.positions([utt_id])
+        except KeyError:
+            return False
+        return True
+
+    def sorted_slice(self, start, step):
+        """``sorted(self)[start::step]`` without decoding the others (UTF-8 bytes sort as code points)."""
+        return [i.decode() for i in self._columns.ids[self._columns._sorted[start::step]].tolist()]
+
+
+class ColumnarManifest:
+    """A manifest held as :class:`ManifestColumns`, read like :class:`common.manifest.Manifest`.
+
+    IDs, durations and row offsets are arrays; a row's other fields are read from the
+    file when asked for (:meth:`row`, :meth:`rows_of`, :meth:`column`, :meth:`wav_paths`),
+    so no Python object is kept per row.
+
+    Parameters
+    ----------
+    columns : ManifestColumns
+        The manifest's columns.
+    data_root : str or os.PathLike, optional
+        Replacement for ``$data_root`` in the ``wav`` column.
+    """
+
+    def __init__(self, columns, data_root=None):
+        self.columns = columns
+        self.path = columns.path
+        self.fieldnames = list(columns.fieldnames)
+        self.durations = columns.durations
+        self.data_root = None if data_root is None else str(data_root)
+        self.ids = IdColumn(columns)
+
+    def __len__(self):
+        return len(self.columns)
+
+    def __contains__(self, utt_id):
+        return utt_id in self.ids
+
+    @property
+    def total_hours(self):
+        """Sum of durations, in hours."""
+        return self.columns.total_hours
+
+    def positions(self, ids):
+        """Row positions (``int64``, file order from 0) of ``ids``; ``KeyError`` for an unknown ID."""
+        return self.columns.positions(list(ids))
+
+    def durations_of(self, ids):
+        """Durations (seconds, float64 array) of ``ids``, in the given order."""
+        return self.durations[self.positions(ids)]
+
+    def duration(self, utt_id):
+        """Duration of ``utt_id`` in seconds."""
+        return float(self.durations_of([utt_id])[0])
+
+    def rows_of(self, ids):
+        """Raw rows (dicts of strings) of ``ids``, in the given order (read in file order, a block at a time)."""
+        for positions in _blocks(self.positions(ids)):
+            yield from self._rows_at(positions)
+
+    def row(self, utt_id):
+        """Raw row (dict of strings) of ``utt_id``."""
+        return next(self.rows_of([utt_id]))
+
+    def _rows_at(self, positions):
+        """Rows at ``positions`` (a block), in that order."""
+        lines = [b""] * len(positions)
+        with open(self.path, "rb") as source:
+            for i in np.argsort(self.columns.offsets[positions], kind="stable"):
+                source.seek(int(self.columns.offsets[positions[i]]))
+                lines[i] = source.readline()
+        for fields in csv.reader(line.decode("utf-8") for line in lines):
+            yield dict(zip(self.fieldnames, fields))
+
+    def column(self, name):
+        """Values of column ``name`` in file order (an iterator over the file), or ``None`` if absent."""
+        if name not in self.fieldnames:
+            return None
+        return (row[name] for row in self._rows_in_file_order())
+
+    def _rows_in_file_order(self):
+        positions = np.arange(len(self), dtype=np.int64)
+        for block in _blocks(positions):
+            yield from self._rows_at(block)
+
+    def wav_paths(self, ids=None):
+        """Audio paths of ``ids`` (default: every row, file order), ``$data_root`` replaced (an iterator)."""
+        if ids is None:
+            positions, rows = range(len(self)), self._rows_in_file_order()
+        else:
+            positions = self.positions(ids)
+            rows = (row for block in _blocks(positions) for row in self._rows_at(block))
+        for position, row in zip(positions, rows):
+            yield self._resolve(row["wav"], int(position))
+
+    def wav_path(self, utt_id):
+        """Audio path of ``utt_id`` with ``$data_root`` replaced (:meth:`common.manifest.Manifest.wav_path`)."""
+        return self._resolve(self.row(utt_id)["wav"], int(self.positions([utt_id])[0]))
+
+    def _resolve(self, wav, position):
+        if DATA_ROOT_PLACEHOLDER in wav:
+            if self.data_root is None:
+                raise ManifestError(f"{self.path}, line {position + 2}: wav {wav!r} uses {DATA_ROOT_PLACEHOLDER} "
+                                    "but no data_root was given")
+            wav = wav.replace(DATA_ROOT_PLACEHOLDER, self.data_root)
+        return wav
+
+
+def read_columnar_manifest(path, data_root=None):
+    """:func:`read_manifest_columns` as a :class:`ColumnarManifest` (the checks and messages of ``read_manifest``)."""
+    return ColumnarManifest(read_manifest_columns(path), data_root=data_root)
+
+
+def _blocks(positions):
+    """``positions`` in consecutive blocks of :data:`_BLOCK_ROWS`."""
+    for start in range(0, len(positions), _BLOCK_ROWS):
+        yield positions[start : start + _BLOCK_ROWS]

@@ -24,7 +24,7 @@ def write_subset_csv(pool, ids, path):
 
     Parameters
     ----------
-    pool : common.manifest.Manifest
+    pool : common.manifest.Manifest or common.manifest_columns.ColumnarManifest
         Pool manifest (columns and raw rows, ``$data_root`` kept).
     ids : sequence of str
         Selected IDs.
@@ -34,8 +34,7 @@ def write_subset_csv(pool, ids, path):
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=pool.fieldnames, lineterminator="\n")
     writer.writeheader()
-    for utt_id in ids:
-        writer.writerow(pool.row(utt_id))
+    writer.writerows(pool.rows_of(ids))
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -47,11 +46,11 @@ def count_samples(manifest, ids):
     list of int
         One count per ID, in ``ids`` order.
     """
-    return [sf.info(manifest.wav_path(utt_id)).frames for utt_id in ids]
+    return [sf.info(path).frames for path in manifest.wav_paths(ids)]
 
 
 def _relative_paths(manifest, ids, root):
-    return [os.path.relpath(os.path.abspath(manifest.wav_path(i)), os.path.abspath(root)) for i in ids]
+    return [os.path.relpath(os.path.abspath(path), os.path.abspath(root)) for path in manifest.wav_paths(ids)]
 
 
 def write_fairseq_tsv(manifest, ids, path, root, num_samples=None):
@@ -89,7 +88,7 @@ def write_len_for_bucket_csv(manifest, ids, path, root, num_samples=None):
         As for :func:`write_fairseq_tsv`.
     """
     counts = count_samples(manifest, ids) if num_samples is None else list(num_samples)
-    labels = [manifest.row(i).get("wrd", "") for i in ids]
+    labels = [row.get("wrd", "") for row in manifest.rows_of(ids)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["", "file_path", "length", "label"])

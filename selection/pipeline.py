@@ -10,11 +10,18 @@ resumes at its first missing piece and holds one piece in memory at a time).
 Selectors whose result does not depend on the sharding read the pieces where they
 are (:mod:`selection.sharded`); the others get them merged into one unit set
 after a barrier (:meth:`UnitPipeline.merge_units`).
+
+Beside each codebook and units file (or piece) it computes, the pipeline keeps the
+seconds that took in ``<file stem>.seconds.json``, so that a run finding them cached
+still reports the feature pass (:meth:`UnitPipeline.feature_seconds`).
 """
 
+import json
 import logging
+import time
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from common.hashing import file_sha256, files_state, settings_hash
 from common.manifest import ManifestError
 from selection.audio import AudioStream
@@ -36,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 def audio_state(manifest):
     """:func:`common.hashing.files_state` of a manifest's audio files (part of every stage key)."""
-    return files_state(manifest.wav_path(utt_id) for utt_id in manifest.ids)
+    return files_state(manifest.wav_paths())
 
 
 class UnitPipeline:
@@ -133,8 +140,8 @@ class UnitPipeline:
         if path.exists():
             logger.info("k-means stage done, loading %s", path)
             return KMeansCodebook.load(path), path
-        ids = sample_utterances(fit_manifest.ids, fit_manifest.durations_of(fit_manifest.ids),
-                                self.fit_hours, self.seed)
+        started = time.perf_counter()
+        ids = sample_utterances(fit_manifest.ids, fit_manifest.durations, self.fit_hours, self.seed)
         logger.info("k-means stage: features of %d utterances (%.2f h) from %s",
                     len(ids), self.fit_hours, fit_manifest.path)
         stream = AudioStream(fit_manifest, ids, progress="k-means sample: features")
@@ -144,6 +151,7 @@ class UnitPipeline:
         codebook.fit(frames)
         self.folder.mkdir(parents=True, exist_ok=True)
         codebook.save(path)
+        _save_seconds(path, time.perf_counter() - started)
         return codebook, path
 
     def extract(self, manifest, name, codebook, codebook_path, rank=0, world_size=1):
@@ -181,6 +189,7 @@ class UnitPipeline:
     def _extract_piece(self, manifest, name, codebook, ids, out, label):
         """Extract and save the units of ``ids`` of ``manifest`` to ``out``."""
         logger.info("units stage: %d utterances of %s -> %s", len(ids), name, out)
+        started = time.perf_counter()
         stream = AudioStream(manifest, ids, progress=f"units of {name}{label}")
         units = extract_units(iter_features(stream, self.extractor, self.batch_size), codebook,
                               self.extractor.frame_rate, self.dedup)
@@ -193,6 +202,7 @@ class UnitPipeline:
                                 f"(budgets and hours come from them; units file {out.name}): {listed}")
         self.folder.mkdir(parents=True, exist_ok=True)
         units.save(out)
+        _save_seconds(out, time.perf_counter() - started)
 
     def merge_units(self, manifest, name, codebook_path, world_size):
         """Merge the pieces of every rank into one unit set (main process, after a barrier).
@@ -204,10 +214,24 @@ class UnitPipeline:
         if world_size > 1 and not out.exists():
             pieces = [path for rank in range(world_size)
                       for path, _ in self.shard_pieces(manifest, name, codebook_path, rank, world_size)]
+            seconds = [_load_seconds(piece) for piece in pieces]
             merge_unit_shards(pieces, out)
+            if None not in seconds:
+                _save_seconds(out, sum(seconds))
             for piece in pieces:
+                _seconds_path(piece).unlink(missing_ok=True)
                 piece.unlink()
         return UnitSet.load(out)
+
+    @staticmethod
+    def feature_seconds(paths):
+        """Seconds the codebook and units files ``paths`` took to compute, summed (``None``: one is not recorded).
+
+        The pieces of several processes add up to the work of the feature pass (on one
+        process, its wall time); a merged units file holds the sum of its pieces.
+        """
+        seconds = [_load_seconds(path) for path in paths]
+        return None if None in seconds else round(sum(seconds), 1)
 
     def run(self, fit_manifest, manifests):
         """Single-process shortcut: fit (or load) the codebook and return units of each manifest.
@@ -231,3 +255,18 @@ class UnitPipeline:
             units[name] = self.merge_units(manifest, name, path, world_size=1)
         return units, codebook
 
+
+def _seconds_path(path):
+    path = Path(path)
+    return path.with_name(f"{path.stem}.seconds.json")
+
+
+def _save_seconds(path, seconds):
+    """Keep beside ``path`` the seconds it took to compute."""
+    atomic_write_text(_seconds_path(path), json.dumps({"seconds": seconds}) + "\n")
+
+
+def _load_seconds(path):
+    """The seconds kept beside ``path``, or ``None`` (computed before they were kept)."""
+    record = _seconds_path(path)
+    return json.loads(record.read_text(encoding="utf-8"))["seconds"] if record.exists() else None

@@ -108,13 +108,16 @@ def split_report_counts(counts, n_clusters, hash_bits=15):
 
 
 def domain_hours(manifest, ids=None):
-    """Hours per value of the ``domain`` column (``{}`` if the column is absent)."""
+    """Hours per value of the ``domain`` column (``{}`` if the column is absent), of ``ids`` (default: every row)."""
     if "domain" not in manifest.fieldnames:
         return {}
-    ids = manifest.ids if ids is None else ids
+    if ids is None:
+        domains, durations = manifest.column("domain"), manifest.durations
+    else:
+        domains, durations = (row["domain"] for row in manifest.rows_of(ids)), manifest.durations_of(ids)
     hours = defaultdict(float)
-    for utt_id in ids:
-        hours[manifest.row(utt_id)["domain"]] += manifest.duration(utt_id) / 3600.0
+    for domain, seconds in zip(domains, durations.tolist()):
+        hours[domain] += seconds / 3600.0
     return dict(hours)
 
 
@@ -129,7 +132,7 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
     ----------
     path : str or os.PathLike
         Destination ``.png`` (written atomically).
-    pool : common.manifest.Manifest
+    pool : common.manifest.Manifest or common.manifest_columns.ColumnarManifest
         Pool manifest.
     subset_ids : sequence of str
         Selected IDs.
@@ -147,9 +150,9 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
         ``domain_hours`` per set and, with units, ``unit_kl_to_target`` per set
         and order (for ``selection.json``).
     """
-    sets = {"pool": (pool, pool.ids), "subset": (pool, list(subset_ids))}
+    sets = {"pool": (pool, None), "subset": (pool, list(subset_ids))}  # None: every row of the manifest
     if target is not None:
-        sets["target"] = (target, target.ids)
+        sets["target"] = (target, None)
     figures = {"domain_hours": {name: domain_hours(m, ids) for name, (m, ids) in sets.items()}}
     fig = Figure(figsize=(15, 4.5))
     ax_domain, ax_duration, ax_kl = fig.subplots(1, 3)
@@ -166,7 +169,8 @@ def write_report(path, pool, subset_ids, target=None, pool_units=None, target_un
     ax_domain.legend()
 
     for name, (manifest, ids) in sets.items():
-        ax_duration.hist(manifest.durations_of(ids), bins=40, density=True, histtype="step", label=name)
+        seconds = manifest.durations if ids is None else manifest.durations_of(ids)
+        ax_duration.hist(seconds, bins=40, density=True, histtype="step", label=name)
     ax_duration.set_xlabel("duration (s)")
     ax_duration.set_ylabel("density")
     ax_duration.set_title("durations")

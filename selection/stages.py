@@ -14,7 +14,8 @@ what it depends on and skipped when its output exists:
 Under ``torchrun`` every process extracts its shard of the units (in pieces); a
 selector with a distributed form (``selector.distributed``) then selects with each
 process reading only its own pieces (:mod:`selection.sharded`: the one-process subset
-for random, longest, contrastive and DSIR; :mod:`selection.kcenter_sharded`: a
+for random, longest, contrastive and DSIR; :mod:`selection.cluster_sharded`: the
+one-process subset for cluster round robin; :mod:`selection.kcenter_sharded`: a
 composable core-set for k-center), and the report's figures come from counts summed
 over the processes; for the other selectors process 0 merges the pieces and selects.
 
@@ -34,7 +35,11 @@ Outputs in ``output_folder`` (each written to a temporary file and renamed):
   unit quality, per-domain hours, unit KL to the target, the selector's diagnostics and
   ``selector_seconds``, the wall time of the selector itself (scores and ranking, a proxy
   student's training and scoring included; the units, cached and shared by every selector on
-  the same features, are not).
+  the same features, are not) and ``feature_seconds``, the feature pass that made the codebook
+  and the units (features of the k-means sample and the fit, the units of the pool and of the
+  target; kept beside the cached files, summed over the processes' pieces: see
+  :meth:`selection.pipeline.UnitPipeline.feature_seconds`; ``null`` for files computed before
+  it was kept).
 """
 
 import csv
@@ -49,7 +54,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text, remove_temporaries
 from common.hashing import file_sha256, settings_hash
-from common.manifest import read_manifest
+from common.manifest_columns import read_columnar_manifest
 from selection.outputs import (
     count_samples,
     write_fairseq_tsv,
@@ -218,7 +223,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
         The processes' collectives (:class:`selection.collectives.TorchProcessGroup`
         under ``torchrun``). With it, a selector with a distributed form
         (``selector.distributed``: ``"exact"`` for random, longest, contrastive and DSIR,
-        whose subset does not depend on the sharding, :mod:`selection.sharded`; a
+        whose subset does not depend on the sharding, :mod:`selection.sharded`, and for
+        cluster round robin, :mod:`selection.cluster_sharded`; a
         composable core-set for target-free k-center, :mod:`selection.kcenter_sharded`)
         runs on every process over its own shard of the units; without it, or for
         the other selectors, rank 0 merges the shards and selects.
@@ -244,8 +250,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
     barrier = barrier or _no_barrier
     output_folder = Path(output_folder)
     units_folder = Path(units_folder) if units_folder is not None else output_folder / "units"
-    pool = read_manifest(pool_manifest, data_root=data_root)
-    target = read_manifest(target_manifest, data_root=data_root) if target_manifest is not None else None
+    pool = read_columnar_manifest(pool_manifest, data_root=data_root)  # arrays, no Python object per row
+    target = read_columnar_manifest(target_manifest, data_root=data_root) if target_manifest is not None else None
     if len(pool) == 0:
         raise ValueError(f"{pool.path}: the pool manifest has no utterances")
     if target is not None and len(target) == 0:
@@ -341,7 +347,8 @@ def _selection_stage(pool, target, units, selector, budget, seed, output_folder,
         provenance["unit_quality"][name] = unit_quality(unit_set.flat, unit_set.n_clusters).as_dict()
     without_units = sum(i not in pool_units for i in pool.ids)
     _write_outputs(pool, result, output_folder, inputs, seed, figures,
-                   {"stage_hash": key, "selector_seconds": selector_seconds}, provenance, without_units)
+                   {"stage_hash": key, "selector_seconds": selector_seconds,
+                    "feature_seconds": _feature_seconds(inputs)}, provenance, without_units)
     return result
 
 
@@ -404,9 +411,18 @@ def _sharded_selection_stage(pool, target, shards, n_clusters, selector, budget_
     recorded = {**inputs, **{f"{name}_units": [p for files in pieces for p in files[name]]
                              for name in ("pool", "target") if f"{name}_units" in inputs}}
     _write_outputs(pool, result, output_folder, recorded, seed, figures,
-                   {"stage_hash": key, "selector_seconds": round(time.perf_counter() - started, 1)}, provenance,
-                   len(pool) - int(n_usable))
+                   {"stage_hash": key, "selector_seconds": round(time.perf_counter() - started, 1),
+                    "feature_seconds": _feature_seconds(recorded)}, provenance, len(pool) - int(n_usable))
     return result
+
+
+def _feature_seconds(inputs):
+    """:meth:`UnitPipeline.feature_seconds` of the codebook and the units files (or pieces) in ``inputs``."""
+    paths = [inputs["codebook"]]
+    for name in ("pool_units", "target_units"):
+        files = inputs.get(name, [])
+        paths += [files] if isinstance(files, (str, Path)) else files
+    return UnitPipeline.feature_seconds(paths)
 
 
 def _write_outputs(pool, result, output_folder, inputs, seed, figures, stage, provenance, without_units):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_path
+from common.manifest_columns import IdColumn
 from selection.ngrams import gather_ranges
 
 logger = logging.getLogger(__name__)
@@ -468,10 +469,13 @@ def shard_ids(ids, rank, world_size):
     """Deterministic slice of ``ids`` for process ``rank`` of ``world_size``.
 
     IDs are sorted first, so the slice does not depend on the input order;
-    shards are disjoint and together hold every ID.
+    shards are disjoint and together hold every ID. A manifest's
+    :class:`~common.manifest_columns.IdColumn` decodes only the slice.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside [0, {world_size})")
+    if isinstance(ids, IdColumn):
+        return ids.sorted_slice(rank, world_size)
     return sorted(ids)[rank::world_size]
 
 

@@ -496,7 +496,7 @@ def main(argv):
     loss, objective_needs = chosen_objective(hparams)  # an unknown objective stops here too
     request = {**{key: hparams[key] for key in ("selection", "units_overrides", "selector_overrides", "budget_hours",
                                                 "budget_fraction", "seed", "teacher_source", "data_folder",
-                                                "objective")},
+                                                "objective", "target_statistics")},
                **manifest_hashes(hparams)}
     discard_incomplete_checkpoints(hparams["save_folder"])  # a save that a kill interrupted is not resumed from
     check_run_identity(hparams["save_folder"], request, record=False)  # before the selection rewrites its outputs

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from hyperpyyaml import load_hyperpyyaml
@@ -64,8 +65,8 @@ def run_in_process(corpus, output_folder, units_folder, selector=None, **kwargs)
 
 
 def comparable(record):
-    """selection.json without what legitimately changes between runs (time, folders)."""
-    drop = {"created", "inputs", "outputs", "unit_settings"}
+    """selection.json without what legitimately changes between runs (time, folders, wall times)."""
+    drop = {"created", "inputs", "outputs", "unit_settings", "selector_seconds", "feature_seconds"}
     return {key: value for key, value in record.items() if key not in drop}
 
 
@@ -100,8 +101,8 @@ def test_units_seed_shares_one_codebook_and_pass_between_seeds(tiny_corpus, tmp_
             run_in_process(tiny_corpus, tmp_path / f"{mode}{seed}", tmp_path / f"{mode}_units",
                            selector=RandomSelector(seed=seed), seed=seed, **fixed)
     for mode, files in (("own", 2), ("fixed", 1)):  # a codebook and pool units per k-means seed
-        assert len(list((tmp_path / f"{mode}_units").glob("codebook-*"))) == files
-        assert len(list((tmp_path / f"{mode}_units").glob("units-pool-*"))) == files
+        assert len(list((tmp_path / f"{mode}_units").glob("codebook-*.joblib"))) == files
+        assert len(list((tmp_path / f"{mode}_units").glob("units-pool-*.npz"))) == files
     records = {seed: json.loads((tmp_path / f"fixed{seed}" / "selection.json").read_text()) for seed in (3, 4)}
     assert [records[s]["seed"] for s in (3, 4)] == [3, 4]
     assert [records[s]["unit_settings"]["seed"] for s in (3, 4)] == [0, 0]
@@ -310,6 +311,9 @@ def test_torchrun_two_processes_on_cpu(script_runs, tiny_corpus, tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (single / name).read_bytes()
     records = [json.loads((folder / "selection.json").read_text()) for folder in (tmp_path / "out", single)]
     assert records[0]["world_size"] == 2 and records[0]["sharded"]["processes"] == 2
+    kept = [json.loads(p.read_text())["seconds"] for p in (tmp_path / "units").glob("*.seconds.json")]
+    assert len(kept) == 5  # the codebook and each process's piece of the pool and of the target
+    assert records[0]["feature_seconds"] == pytest.approx(sum(kept), abs=0.051)
     for key in ("unit_quality", "unit_kl_to_target", "pool_utterances_without_units", "diagnostics", "hours"):
         assert records[0][key] == records[1][key], key  # the report's figures too, from counts summed over shards
 
@@ -374,3 +378,64 @@ def test_durations_that_disagree_with_the_audio_stop_the_run(tiny_corpus, tmp_pa
     message = rf"pool.csv: 3 durations disagree with the audio .*{wrong[0]}: manifest 0.00 s"
     with pytest.raises(ManifestError, match=message):
         run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", pool_manifest=pool)
+
+
+class SlowMFCC(MFCCExtractor):
+    """MFCC that sleeps ``DELAY`` seconds per batch of waveforms, counting its batches."""
+
+    DELAY = 0.2
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def __call__(self, *args, **kwargs):
+        self.batches.append(None)
+        time.sleep(self.DELAY)
+        return super().__call__(*args, **kwargs)
+
+
+def test_feature_seconds_are_recorded_and_kept_with_the_units(tiny_corpus, tmp_path):
+    """``feature_seconds``: the codebook's and units' pass, timed when computed and reported again from the cache."""
+    units = tmp_path / "units"
+    extractor = SlowMFCC()
+    started = time.perf_counter()
+    run_in_process(tiny_corpus, tmp_path / "first", units, extractor=extractor)
+    wall = time.perf_counter() - started
+    first = json.loads((tmp_path / "first" / "selection.json").read_text())["feature_seconds"]
+    assert len(extractor.batches) * SlowMFCC.DELAY - 0.05 <= first <= wall  # the sleeps are inside it
+    kept = {p.name.split("-")[1]: json.loads(p.read_text())["seconds"] for p in units.glob("*.seconds.json")}
+    assert set(kept) == {"k16", "pool", "target"}  # beside the codebook, the pool's units and the target's
+    assert first == pytest.approx(sum(kept.values()), abs=0.051)
+
+    cached = SlowMFCC()
+    run_in_process(tiny_corpus, tmp_path / "second", units, selector=RandomSelector(), extractor=cached)
+    assert not cached.batches  # nothing extracted again, the same pass reported
+    assert json.loads((tmp_path / "second" / "selection.json").read_text())["feature_seconds"] == first
+
+    next(units.glob("units-pool-*.seconds.json")).unlink()  # units computed before the seconds were kept
+    run_in_process(tiny_corpus, tmp_path / "third", units, selector=RandomSelector(seed=1))
+    assert json.loads((tmp_path / "third" / "selection.json").read_text())["feature_seconds"] is None
+
+
+def test_feature_seconds_of_merged_shards_add_up(tiny_corpus, tmp_path):
+    """Two ranks (threads): the merged units keep the sum of their pieces' seconds."""
+    extractor, barrier, errors = SlowMFCC(), threading.Barrier(2, timeout=120), []
+
+    def rank(r):
+        try:
+            run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", extractor=extractor, rank=r,
+                           world_size=2, barrier=barrier.wait)
+        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    recorded = json.loads((tmp_path / "out" / "selection.json").read_text())["feature_seconds"]
+    assert recorded >= len(extractor.batches) * SlowMFCC.DELAY - 0.05
+    assert not list((tmp_path / "units").glob("*.shard-*"))  # the pieces' seconds went with the pieces

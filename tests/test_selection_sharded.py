@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from selection.collectives import ShardFailure, SingleProcess  # noqa: E402
 from selection.kcenter_sharded import composable_kcenter, shared_projection  # noqa: E402
-from selection.selectors import (ContrastiveLMSelector, DSIRSelector, KCenterSelector,  # noqa: E402
-                                 LongestFirstSelector, RandomSelector)
+from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, DSIRSelector,  # noqa: E402
+                                 KCenterSelector, LongestFirstSelector, RandomSelector)
 from selection.sharded import ShardCache, UnitShard, sharded_selection  # noqa: E402
 from selection.synthetic import SyntheticCorpus, synthetic_corpus, with_onehot_embeddings  # noqa: E402
 from selection.units import piece_bounds, piece_path, shard_ids  # noqa: E402
@@ -35,6 +35,11 @@ SELECTORS = {
     "dsir_top_k": lambda: DSIRSelector(gumbel=False, orders=(1, 2, 3), hash_bits=10),
 }
 BUDGET_SHARE = 0.2
+
+
+def cluster_selector():
+    """Cluster round robin fitted on a sample of a third of the pool, labelled in chunks unlike the pieces."""
+    return ClusterBalancedSelector(n_clusters=6, seed=2, max_fit_utterances=200, chunk_utterances=64)
 
 
 def corpora(n_utterances=600):
@@ -89,6 +94,18 @@ def test_pieces_of_one_process_give_the_one_process_subset(name, pool_and_target
     ids, expected = one_process(name, pool, target, budget)
     assert [pool.units.ids[r] for r in rows] == ids and candidates == len(pool.units)
     assert (scores is None and expected is None) or np.array_equal(scores, expected)
+
+
+def test_cluster_round_robin_over_pieces_is_the_one_process_subset(pool_and_target, tmp_path):
+    pool, _, budget = pool_and_target
+    pieces = [p for paths in write_pieces(pool.units, tmp_path, "pool", 3, piece_seconds=60.0) for p in paths]
+    manifest = pool.manifest()
+    rows, _, scores = cluster_selector().select_shards(UnitShard(pieces), UnitShard([]), manifest.positions,
+                                                       lambda r: manifest.durations[r], 40, budget, SingleProcess())
+    alone = cluster_selector().select(manifest, pool.units, budget)
+    assert [pool.units.ids[r] for r in rows] == alone.ids and scores is None
+    labels = cluster_selector().clusters(pool.units, np.arange(len(pool.units)))
+    assert len(set(labels[rows].tolist())) == 6  # the round robin reached every cluster
 
 
 def test_counts_add_over_pieces(pool_and_target):
@@ -229,6 +246,9 @@ def test_torchrun_gives_the_one_process_subset(world_size, pool_and_target, tmp_
         alone = KCenterSelector(n_components=None, seed=4).select(pool.manifest(), pool.units, budget)
         radii = covering_radius(points, got["rows"]), covering_radius(points, pool.units.rows(alone.ids))
         assert radii[0] <= 4 * radii[1]  # the composable core-set's bound, against the one-process traversal
+    with np.load(tmp_path / "cluster.npz") as got:
+        assert [pool.units.ids[r] for r in got["rows"]] == cluster_selector().select(pool.manifest(), pool.units,
+                                                                                      budget).ids
     record = json.loads((tmp_path / "exchange.json").read_text())
     assert len(record["bytes_sent"]) == world_size
     if world_size > 1:
@@ -337,6 +357,21 @@ def test_the_selection_stage_over_processes(tiny_corpus, tmp_path):
     assert 0 < spread[0].hours <= spread[0].budget_hours
 
 
+def test_the_cluster_stage_over_processes(tiny_corpus, tmp_path):
+    """Cluster round robin through ``run_selection`` on two ranks (threads): the one-process subset."""
+    from selection.features import MFCCExtractor
+    from selection.stages import run_selection
+
+    spread = run_stage_in_threads(tiny_corpus, tmp_path / "cluster", ClusterBalancedSelector(n_clusters=4, seed=1))
+    _, alone = run_selection(tiny_corpus["save_folder"] / "pool.csv", tiny_corpus["save_folder"] / "target.csv",
+                             tiny_corpus["data_folder"], MFCCExtractor(),
+                             {"n_clusters": 16, "fit_hours": 0.02, "kmeans_settings": {"n_epochs": 3}},
+                             ClusterBalancedSelector(n_clusters=4, seed=1), tmp_path / "alone",
+                             units_folder=tmp_path / "alone_units", seed=3)
+    assert spread[0].ids == spread[1].ids == alone.ids
+    assert json.loads((tmp_path / "cluster" / "out" / "selection.json").read_text())["sharded"]["processes"] == 2
+
+
 def worker(folder):
     """One process of the torchrun tests: its shard's pieces, every selector of the job, results from rank 0."""
     import torch
@@ -362,6 +397,11 @@ def worker(folder):
             lambda rows: manifest.durations[rows], 40, job["budget_hours"], group)
         if group.rank == 0:
             np.savez(folder / "kcenter.npz", rows=chosen[0], scores=chosen[2])
+        chosen = cluster_selector().select_shards(UnitShard(job["pool"][group.rank]), UnitShard([]),
+                                                  manifest.positions, lambda rows: manifest.durations[rows], 40,
+                                                  job["budget_hours"], group)  # exact: the one-process subset
+        if group.rank == 0:
+            np.savez(folder / "cluster.npz", rows=chosen[0])
     sent = group.all_gather_object(group.bytes_sent)
     if group.rank == 0:
         (folder / "exchange.json").write_text(json.dumps({"bytes_sent": sent}))

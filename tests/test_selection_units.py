@@ -155,6 +155,7 @@ def test_units_stage_resumes_per_piece(audio_manifest, tmp_path, caplog):
     assert [len(p) for p in pieces] == [3, 3]
     stamps = {p: p.stat().st_mtime_ns for p in pieces[0]}
     pieces[0][1].unlink()  # killed while writing its second piece
+    caplog.clear()  # only what the re-run logs (an earlier test may have left INFO records captured)
     with caplog.at_level(logging.INFO):
         again = pipeline.extract(audio_manifest, "pool", codebook, codebook_path, 0, 2)
     assert again == pieces[0]

@@ -103,7 +103,7 @@ class Selector(ABC):
     needs_target = False
     needs_units = True
     needs_embeddings = False  # True: ranks by the units' utterance embeddings (``UnitSet.embeddings``)
-    distributed = None  # how select_shards runs over processes: "exact" (ShardableSelector) or a named approximation
+    distributed = None  # how select_shards runs over processes: "exact" (the one-process subset) or an approximation
     diagnostics = None  # a dict of figures :meth:`rank` may set (e.g. DSIR's overlap with top-k)
 
     def prepare(self, pool, ids, work_folder):

@@ -1,0 +1,125 @@
+"""Cluster round robin over processes against one process, on the same pool (prints figures).
+
+The synthetic pool of ``bench_kcenter_sharded.py`` (``--n`` utterances of 7 domains, 500
+units) is split as ``torchrun`` would split it over 2, 4 and 8 processes;
+``ClusterBalancedSelector`` (50 clusters, k-means on a sample of 20 000 unit histograms,
+10 % of the hours) selects once on one process (``Selector.select``) and once over each
+number of processes (``select_shards`` under ``torchrun``, gloo:
+:mod:`selection.cluster_sharded`). Printed per number of processes: the share of the
+subset's hours the one-process subset also holds, whether the order is the same, the
+selector's objective (utterances of the subset in its fullest and emptiest cluster, the
+clusters those of the one-process model), the wall time of process 0, the bytes each
+process sent and its peak memory. Run from the repository root::
+
+    python benchmarks/bench_cluster_sharded.py --n 50000 --folder /tmp/cluster_sharded
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_kcenter_sharded import pool, write_shards  # noqa: E402
+
+SETTINGS = {"n_clusters": 50, "seed": 0, "max_fit_utterances": 20000}
+
+
+def peak_gb():
+    """This process's peak resident memory (``VmHWM``), GB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def worker(folder, processes, budget_hours):
+    """One process: its shard, the distributed cluster round robin, rows saved by process 0."""
+    import torch
+
+    from common.manifest import Manifest
+    from selection.collectives import TorchProcessGroup
+    from selection.selectors import ClusterBalancedSelector
+    from selection.sharded import UnitShard
+    from selection.units import piece_path
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+    group = TorchProcessGroup()
+    with np.load(folder / "pool.npz") as table:
+        rows = [{"ID": i, "duration": repr(float(d)), "wav": ""} for i, d in zip(table["ids"].tolist(),
+                                                                                 table["durations"])]
+    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
+    started = time.perf_counter()
+    shard = UnitShard([piece_path(folder / f"units-{processes}.npz", group.rank, processes, 0)])
+    chosen = ClusterBalancedSelector(**SETTINGS).select_shards(
+        shard, UnitShard([]), manifest.positions, lambda r: manifest.durations[r], 500, budget_hours, group)
+    seconds = time.perf_counter() - started
+    sent, peaks = group.all_gather_object(group.bytes_sent), group.all_gather_object(round(peak_gb(), 2))
+    if group.rank == 0:
+        np.save(folder / f"rows-{processes}.npy", chosen[0])
+        (folder / f"figures-{processes}.json").write_text(json.dumps(
+            {"seconds": round(seconds, 1), "mb_sent_per_process": [round(b / 1e6, 1) for b in sent],
+             "peak_gb_per_process": peaks}))
+    torch.distributed.destroy_process_group()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=50000)
+    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--budget-share", type=float, default=0.1)
+    args = parser.parse_args()
+    from selection.selectors import ClusterBalancedSelector
+
+    args.folder.mkdir(parents=True, exist_ok=True)
+    corpus = pool(args.n)
+    manifest = corpus.manifest()
+    budget = args.budget_share * manifest.total_hours
+    print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpus": os.cpu_count(), "n": args.n,
+                      "pool_hours": round(manifest.total_hours, 1), "budget_hours": round(budget, 1)}), flush=True)
+    selector = ClusterBalancedSelector(**SETTINGS)
+    started = time.perf_counter()
+    alone = selector.select(manifest, corpus.units, budget)
+    seconds = time.perf_counter() - started
+    labels = selector.clusters(corpus.units, np.arange(len(corpus.units)))
+    alone_rows = corpus.units.rows(alone.ids)
+
+    def objective(rows):
+        counts = np.bincount(labels[rows], minlength=int(labels.max()) + 1)
+        return {"fullest_cluster": int(counts.max()), "emptiest_cluster": int(counts.min())}
+
+    print(json.dumps({"processes": 1, "seconds": round(seconds, 1), "hours": round(alone.hours, 2),
+                      **objective(alone_rows)}), flush=True)
+    for processes in args.processes:
+        write_shards(corpus, args.folder, processes)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                   __file__, "worker", str(args.folder), str(processes), repr(budget)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode != 0:
+            raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+        rows = np.load(args.folder / f"rows-{processes}.npy")
+        shared = np.intersect1d(rows, alone_rows)
+        durations = manifest.durations
+        print(json.dumps({"processes": processes, "hours": round(float(durations[rows].sum()) / 3600, 2),
+                          "hours_shared_with_one_process": round(float(durations[shared].sum() / durations[rows].sum()),
+                                                                 4),
+                          "same_order": rows.tolist() == alone_rows.tolist(), **objective(rows),
+                          **json.loads((args.folder / f"figures-{processes}.json").read_text())}), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    else:
+        main()
