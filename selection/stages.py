@@ -16,7 +16,8 @@ selector with a distributed form (``selector.distributed``) then selects with ea
 process reading only its own pieces (:mod:`selection.sharded`: the one-process subset
 for random, longest, contrastive and DSIR; :mod:`selection.cluster_sharded`: the
 one-process subset for cluster round robin; :mod:`selection.kcenter_sharded`: a
-composable core-set for k-center), and the report's figures come from counts summed
+composable core-set for k-center; :mod:`selection.divergence_sharded`: a composed greedy
+for divergence and coverage), and the report's figures come from counts summed
 over the processes; for the other selectors process 0 merges the pieces and selects.
 
 The k-means codebook is fitted on the pool only (never on the target), so that
@@ -225,7 +226,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
         (``selector.distributed``: ``"exact"`` for random, longest, contrastive and DSIR,
         whose subset does not depend on the sharding, :mod:`selection.sharded`, and for
         cluster round robin, :mod:`selection.cluster_sharded`; a
-        composable core-set for target-free k-center, :mod:`selection.kcenter_sharded`)
+        composable core-set for target-free k-center, :mod:`selection.kcenter_sharded`, and
+        for divergence and coverage, :mod:`selection.divergence_sharded`)
         runs on every process over its own shard of the units; without it, or for
         the other selectors, rank 0 merges the shards and selects.
 

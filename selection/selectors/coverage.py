@@ -1,5 +1,7 @@
 """Target-free unit n-gram coverage (entropy) maximisation."""
 
+import numpy as np
+
 from selection.selectors.divergence import DivergenceSelector
 
 
@@ -16,6 +18,10 @@ class CoverageSelector(DivergenceSelector):
 
     needs_target = False
 
-    def target_weights(self, hasher, units, target_units):
+    def target_counts(self, hasher, pool_pieces, target_pieces):
+        """Counts the target is made of (they add over pieces): the pool units' hashed n-grams."""
+        return sum((hasher.counts(units, self.chunk_tokens) for units in pool_pieces), np.zeros(hasher.n_features))
+
+    def target_of_counts(self, counts):
         """Uniform weight on every bucket seen in the pool."""
-        return (hasher.counts(units, self.chunk_tokens) > 0).astype(float)
+        return (counts > 0).astype(float)
