@@ -28,17 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_kcenter_sharded import pool, write_shards  # noqa: E402
+from process_memory import peak_gb  # noqa: E402  (beside this script)
 
 SETTINGS = {"n_clusters": 50, "seed": 0, "max_fit_utterances": 20000}
-
-
-def peak_gb():
-    """This process's peak resident memory (``VmHWM``), GB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def worker(folder, processes, budget_hours):

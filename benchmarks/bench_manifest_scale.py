@@ -33,17 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from process_memory import peak_gb  # noqa: E402  (beside this script)
 
 DOMAINS = ("read", "conversational", "broadcast", "far-field")
-
-
-def peak_gb():
-    """This process's peak resident memory (``VmHWM``), GB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def write_manifest(path, n_rows, mean_seconds, seed, block=1_000_000):

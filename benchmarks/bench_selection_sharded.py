@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from process_memory import peak_gb  # noqa: E402  (beside this script)
 
 N_CLUSTERS = 500
 SELECTORS = {  # as the LibriSpeech recipe sets them
@@ -48,15 +49,6 @@ SELECTORS = {  # as the LibriSpeech recipe sets them
     "dsir": lambda s: s.DSIRSelector(orders=(1, 2), hash_bits=15, seed=0),
 }
 SCORED = ("contrastive", "dsir")
-
-
-def peak_gb():
-    """This process's peak resident memory (``VmHWM``), GB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def make_selector(name):
