@@ -554,3 +554,28 @@ def test_select_minutes_include_the_recorded_feature_pass():
     assert with_features["selector_minutes"] == pytest.approx(3.0) and with_features["feature_minutes"] == 1.5
     without = report.row_record(row, {"distill": {"selector_minutes": 1.5}, "selection": {"selector_seconds": 90}})
     assert without["selector_minutes"] == 1.5 and without["feature_minutes"] is None
+
+
+def test_more_baselines_pair_every_selector_with_them_too(tmp_path):
+    """E.g. contrastive with an objective against random with the same objective, beside random."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.5, 40)
+    plan = {(selector, seed): base + shift + rng.normal(0, 0.01, 40)
+            for seed in range(3) for selector, shift in (("random", 0.0), ("random_masked", -0.03),
+                                                          ("contrastive_masked", -0.08))}
+    records, errors = heldout_records(tmp_path, plan)
+    settings = {"benchmark_name": "b", "pool_hours": 1.0, "segment_seconds": 2.0, "steps_per_epoch": 100,
+                "number_of_epochs": 4, "finished_cells": 9, "total_cells": 9, "target_aware": ["contrastive_masked"],
+                "baseline": "random", "more_baselines": ["random_masked"]}
+    report.write_report(records, settings, tmp_path, errors)
+    paired = json.loads((tmp_path / "results.json").read_text())["paired"]
+    against = {(c["selector"], c["baseline"]) for c in paired if c["split"] == "heldout_asr_test_target"}
+    assert {("contrastive_masked", "random_masked"), ("random", "random_masked"),
+            ("contrastive_masked", "random"), ("random_masked", "random")} <= against
+    pair = next(c for c in paired if (c["selector"], c["baseline"]) == ("contrastive_masked", "random_masked")
+                and c["split"] == "heldout_asr_test_target")
+    means = {s: np.mean([plan[(s, k)].mean() for k in range(3)]) for s in ("random_masked", "contrastive_masked")}
+    assert pair["difference"] == pytest.approx(means["contrastive_masked"] - means["random_masked"], abs=1e-3)
+    assert "each selector vs random_masked" in (tmp_path / "results.md").read_text()

@@ -341,14 +341,19 @@ def probe_spread(records):
     return lines or ["No reference encoder has been probed with several seeds (`seeds` of a reference)."]
 
 
-def paired_sections(paired, baseline, compared, heading):
-    """Markdown sections of the paired comparisons: one per baseline (``baseline``, then the full pool) and split.
+def baselines_of(settings):
+    """The rows every selector is paired with: ``baseline``, the ``more_baselines`` and the full pool."""
+    return [settings["baseline"], *settings.get("more_baselines", ()), "full"]
+
+
+def paired_sections(paired, baselines, compared, heading):
+    """Markdown sections of the paired comparisons: one per baseline (``baselines`` in order) and split.
 
     ``compared`` lists ``(split, title)``; a split names its measure (``heldout_*``
     the held-out loss, the ASR test splits WER and CER), so each section holds that split's comparisons.
     """
     lines = []
-    for against in (baseline, "full"):
+    for against in baselines:
         for split, title in compared:
             chosen = [c for c in paired if c["baseline"] == against and c["split"] == split]
             lines += [f"### {heading} {title}, each selector vs {'the full pool' if against == 'full' else against}",
@@ -361,8 +366,8 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
     subset = [r for r in records if r["group"] == "subset"]
     others = [r for r in records if r["group"] != "subset"]
     paired = list(paired)
-    sections = paired_sections(paired, settings["baseline"], HELDOUT_COMPARED, "Held-out loss on")
-    probe_sections = paired_sections(paired, settings["baseline"], PROBE_COMPARED, "Probes on")
+    sections = paired_sections(paired, baselines_of(settings), HELDOUT_COMPARED, "Held-out loss on")
+    probe_sections = paired_sections(paired, baselines_of(settings), PROBE_COMPARED, "Probes on")
     return "\n".join([
         f"# Selection benchmark `{settings['benchmark_name']}`", "",
         f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
@@ -476,8 +481,9 @@ def write_report(records, settings, folder, errors=None):
     settings : dict
         ``benchmark_name``, ``pool_hours``, ``segment_seconds``,
         ``steps_per_epoch``, ``number_of_epochs``, ``finished_cells``,
-        ``total_cells``, ``target_aware`` (selector names) and ``baseline``
-        (the selector they are compared with).
+        ``total_cells``, ``target_aware`` (selector names), ``baseline``
+        (the selector they are compared with) and ``more_baselines`` (other rows every
+        selector is paired with, e.g. random with another objective).
     folder : pathlib.Path
         The benchmark's output folder.
     errors : dict, optional
@@ -493,7 +499,7 @@ def write_report(records, settings, folder, errors=None):
     errors = errors or {}
     comparisons = aggregate(records, settings["target_aware"], settings["baseline"], errors)
     paired = []
-    for baseline in (settings["baseline"], "full"):
+    for baseline in baselines_of(settings):
         for split, _ in PROBE_COMPARED:
             paired += paired_comparisons(records, errors, baseline, split)
         for split, _ in HELDOUT_COMPARED:

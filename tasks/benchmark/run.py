@@ -163,7 +163,7 @@ class Benchmark:
                     "finished_cells": sum(res[cell.kind] is not None
                                           for row, res in zip(self.rows, results) for cell in row.cells),
                     "total_cells": self.n_cells, "target_aware": list(self.hp["target_aware"]),
-                    "baseline": self.hp["baseline"]}
+                    "baseline": self.hp["baseline"], "more_baselines": list(self.hp.get("more_baselines") or [])}
         errors = {}
         for row, res in zip(self.rows, results):
             for cell in row.cells:
