@@ -46,6 +46,26 @@ def audio_state(manifest):
     return files_state(manifest.wav_paths())
 
 
+def pool_pipeline(extractor, unit_settings, folder, data_root, seed):
+    """The pipeline selection runs on a pool under ``data_root``: its cached codebook and units are those
+    of any other caller with the same extractor, settings, folder, root and seed (e.g. the distillation
+    objective that predicts a teacher layer's units reuses selection's codebook).
+
+    Parameters
+    ----------
+    extractor : callable
+        With ``settings()`` (:mod:`selection.features`).
+    unit_settings : dict
+        The units file's ``unit_settings`` (keyword arguments of :class:`UnitPipeline`).
+    folder, data_root : str or os.PathLike
+        The cache folder; the manifests' ``$data_root``.
+    seed : int
+        The k-means seed.
+    """
+    features = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
+    return UnitPipeline(extractor, features, folder=folder, seed=seed, **unit_settings)
+
+
 class UnitPipeline:
     """Fit a codebook on one manifest and turn any manifest into units, with cached stages.
 

@@ -63,7 +63,7 @@ from selection.outputs import (
     write_selection_json,
     write_subset_csv,
 )
-from selection.pipeline import UnitPipeline
+from selection.pipeline import UnitPipeline, pool_pipeline
 from selection.report import shard_report_counts, split_report_counts, write_report
 from selection.selectors.base import SelectionResult, TargetError
 from selection.sharded import ShardCache, UnitShard, collective_step
@@ -264,9 +264,8 @@ def run_selection(pool_manifest, target_manifest, data_root, extractor, unit_set
                           f"{target_manifest} is {'missing' if target_manifest is None else 'empty'}")
     resolve_budget(pool, budget_hours, budget_fraction)  # a bad budget stops before any work
 
-    feature_settings = {**extractor.settings(), "data_root": str(Path(data_root).resolve())}
-    pipeline = UnitPipeline(extractor, feature_settings, folder=units_folder,
-                            seed=seed if units_seed is None else units_seed, **unit_settings)
+    pipeline = pool_pipeline(extractor, unit_settings, units_folder, data_root,
+                             seed if units_seed is None else units_seed)
     if rank == 0:
         for folder in (output_folder, units_folder):  # what killed runs left half-written
             if folder.is_dir() and (removed := remove_temporaries(folder)):

@@ -15,7 +15,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from common.manifest import read_manifest
-from selection.pipeline import UnitPipeline
+from selection.pipeline import pool_pipeline
 from tasks.subset import recipe_values, selection_file
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ def unit_codebook(hparams, layer, device="cpu"):
         The codebook and its cache file (its name identifies it).
     """
     config = units_config(hparams, layer, device)
-    features = {**config["extractor"].settings(), "data_root": str(Path(hparams["data_folder"]).resolve())}  # as selection's
-    pipeline = UnitPipeline(config["extractor"], features, folder=hparams["units_folder"],
-                            seed=hparams["unit_codebook_seed"], **config["unit_settings"])
+    pipeline = pool_pipeline(config["extractor"], config["unit_settings"], hparams["units_folder"],
+                             hparams["data_folder"], hparams["unit_codebook_seed"])  # selection's cache names
     pool = read_manifest(hparams["pool_manifest"], hparams["data_folder"])
     run_on_main(pipeline.fit_codebook, args=[pool])
     codebook, path = pipeline.fit_codebook(pool)  # cached now: loaded
