@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from common.atomic import atomic_path, atomic_write_text
 from common.intervals import rate_interval
 from tasks.benchmark.curves import load_curve, plot_curves, steps_markdown, steps_table
+from tasks.benchmark.front import front_markdown, front_points, front_rows, plot_front
 from tasks.benchmark.statistics import (
     LOSS,
     SCALES,
@@ -396,6 +397,11 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "audio); `wider`: the one with the larger standard deviation.", "",
         dominance_summary([c for c in paired if c["metric"] == LOSS]), "",
         *sections,
+        f"## The front: the target domain against the other domains, each selector vs {settings['baseline']}", "",
+        "The paired differences above side by side (a selector's mixes with random, `target_share`, are rows of "
+        "their own); a row wins when it is better on the target domain in the target set's voices and not worse "
+        "on the other domains, both from the 95 % interval. `results.png` draws the plane.", "",
+        *front_markdown(front_rows(paired, settings["baseline"]), settings["baseline"]), "",
         "## The probes' own spread on a fixed encoder (seeds of the probe only)", "", *probe_spread(records), "",
         f"## Target-aware selectors ({', '.join(settings['target_aware'])}) vs {settings['baseline']}", "",
         "The selectors' mean over their seeds, then over the selectors, minus the baseline's; better / worse only "
@@ -426,12 +432,16 @@ def plot(records, path, errors=None):
     Subset students are lines with markers (the mean over seeds), with 95 %
     bootstrap error bars on the ASR panels when the cells' ``errors`` are
     given; the full pool and the reference encoders are horizontal lines. With
-    learning curves, a last panel draws them (:func:`tasks.benchmark.curves.plot_curves`).
+    held-out losses on the target and the other domains, a panel draws the one
+    against the other (:func:`tasks.benchmark.front.plot_front`); with learning
+    curves, a last panel draws them (:func:`tasks.benchmark.curves.plot_curves`).
     """
     panels = [(key, title) for key, title in PANELS if any(r[key] is not None for r in records)] or PANELS[:1]
     with_curves = any(r.get("curve") for r in records)
-    figure = Figure(figsize=(6 * (len(panels) + with_curves), 4.8), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(panels) + with_curves))
+    plane = front_points(records, errors or {})
+    extra = with_curves + bool(plane)
+    figure = Figure(figsize=(6 * (len(panels) + extra), 4.8), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(panels) + extra))
     budgets = sorted({r["budget_pct"] for r in records if r["group"] == "subset"})
     colors = {sel: f"C{i % 10}" for i, sel in enumerate(dict.fromkeys(
         r["selector"] for r in records if r["group"] == "subset"))}  # same colour in every panel
@@ -464,6 +474,9 @@ def plot(records, path, errors=None):
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no finished cell yet", ha="center", va="center", transform=ax.transAxes)
+    if plane:
+        plot_front(axes[len(panels)], plane, colors)
+        axes[len(panels)].legend(fontsize="small")
     if with_curves:
         plot_curves(axes[-1], records, colors)
         axes[-1].legend(fontsize="small")
