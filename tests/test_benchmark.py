@@ -417,7 +417,11 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
     assert rows["contrastive_10pct_s1234"][header.index("hours used")] == f"{distilled['subset_hours']:.3f}"
     selected = json.loads((out / "distill" / "contrastive_10pct_s1234" / "selection" / "selection.json").read_text())
     assert distilled["selector_minutes"] == round(selected["selector_seconds"] / 60, 2)  # selection compute
-    assert rows["contrastive_10pct_s1234"][header.index("select min")] == f"{distilled['selector_minutes']:.1f}"
+    features = selected.get("feature_seconds")  # the units' feature pass, where the selection records it
+    assert rows["contrastive_10pct_s1234"][header.index("select min")] == \
+        f"{distilled['selector_minutes'] + (features or 0) / 60:.1f}"
+    assert rows["contrastive_10pct_s1234"][header.index("of it features")] == ("–" if features is None else
+                                                                                f"{features / 60:.1f}")
     assert distilled["subset_hours"] > 0 and rows["contrastive_10pct_s1234"][header.index("epochs")] == "1"
     for name in ("random_10pct_s1234", "contrastive_10pct_s1234"):  # equal compute, and its held-out loss
         distilled = json.loads((out / "distill" / name / "distillation.json").read_text())
