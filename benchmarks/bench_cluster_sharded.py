@@ -17,7 +17,6 @@ process sent and its peak memory. Run from the repository root::
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,41 +26,30 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_kcenter_sharded import pool, write_shards  # noqa: E402
-from process_memory import peak_gb  # noqa: E402  (beside this script)
+from bench_kcenter_sharded import pool  # noqa: E402  (beside this script, as the two below)
+from process_memory import peak_gb  # noqa: E402
+from sharded_runs import launch, shard, worker_group, write_shards  # noqa: E402
 
 SETTINGS = {"n_clusters": 50, "seed": 0, "max_fit_utterances": 20000}
 
 
 def worker(folder, processes, budget_hours):
     """One process: its shard, the distributed cluster round robin, rows saved by process 0."""
-    import torch
-
-    from common.manifest import Manifest
-    from selection.collectives import TorchProcessGroup
     from selection.selectors import ClusterBalancedSelector
     from selection.sharded import UnitShard
-    from selection.units import piece_path
 
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo")
-    group = TorchProcessGroup()
-    with np.load(folder / "pool.npz") as table:
-        rows = [{"ID": i, "duration": repr(float(d)), "wav": ""} for i, d in zip(table["ids"].tolist(),
-                                                                                 table["durations"])]
-    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
-    started = time.perf_counter()
-    shard = UnitShard([piece_path(folder / f"units-{processes}.npz", group.rank, processes, 0)])
-    chosen = ClusterBalancedSelector(**SETTINGS).select_shards(
-        shard, UnitShard([]), manifest.positions, lambda r: manifest.durations[r], 500, budget_hours, group)
-    seconds = time.perf_counter() - started
-    sent, peaks = group.all_gather_object(group.bytes_sent), group.all_gather_object(round(peak_gb(), 2))
-    if group.rank == 0:
-        np.save(folder / f"rows-{processes}.npy", chosen[0])
-        (folder / f"figures-{processes}.json").write_text(json.dumps(
-            {"seconds": round(seconds, 1), "mb_sent_per_process": [round(b / 1e6, 1) for b in sent],
-             "peak_gb_per_process": peaks}))
-    torch.distributed.destroy_process_group()
+    with worker_group(folder) as (group, manifest):
+        started = time.perf_counter()
+        chosen = ClusterBalancedSelector(**SETTINGS).select_shards(
+            shard(folder, "pool", group.rank, processes), UnitShard([]), manifest.positions,
+            lambda r: manifest.durations[r], 500, budget_hours, group)
+        seconds = time.perf_counter() - started
+        sent, peaks = group.all_gather_object(group.bytes_sent), group.all_gather_object(round(peak_gb(), 2))
+        if group.rank == 0:
+            np.save(folder / f"rows-{processes}.npy", chosen[0])
+            (folder / f"figures-{processes}.json").write_text(json.dumps(
+                {"seconds": round(seconds, 1), "mb_sent_per_process": [round(b / 1e6, 1) for b in sent],
+                 "peak_gb_per_process": peaks}))
 
 
 def main():
@@ -93,13 +81,8 @@ def main():
     print(json.dumps({"processes": 1, "seconds": round(seconds, 1), "hours": round(alone.hours, 2),
                       **objective(alone_rows)}), flush=True)
     for processes in args.processes:
-        write_shards(corpus, args.folder, processes)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   __file__, "worker", str(args.folder), str(processes), repr(budget)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+        write_shards(manifest, {"pool": corpus.units}, args.folder, processes)
+        launch(__file__, args.folder, processes, repr(budget))
         rows = np.load(args.folder / f"rows-{processes}.npy")
         shared = np.intersect1d(rows, alone_rows)
         durations = manifest.durations

@@ -18,8 +18,6 @@ instead of 20. Run from the repository root::
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DOMAINS = ["formant", "concat", "parametric", "neural", "reverb", "noisytel", "nonenglish"]
+from sharded_runs import DOMAINS, launch, shard, worker_group, write_shards  # noqa: E402  (beside this script)
+
 N_CLUSTERS = 500
 
 
@@ -48,47 +47,20 @@ def corpora(n):
     return pool, target
 
 
-def write_shards(pool, target, folder, processes):
-    """Each process's shard of the pool's and the target's units as one file each; the pool's IDs and durations."""
-    from selection.units import piece_path, shard_ids
-
-    manifest = pool.manifest()
-    np.savez(folder / "pool.npz", ids=np.array(manifest.ids), durations=manifest.durations)
-    for name, units in (("pool", pool.units), ("target", target.units)):
-        for rank in range(processes):
-            path = piece_path(folder / f"{name}-{processes}.npz", rank, processes, 0)
-            units.subset(shard_ids(units.ids, rank, processes)).save(path)
-
-
 def worker(folder, processes, budget_hours):
     """One process: its shards, each selector's distributed form, rows saved by process 0."""
-    import torch
-
-    from common.manifest import Manifest
-    from selection.collectives import TorchProcessGroup
-    from selection.sharded import UnitShard
-    from selection.units import piece_path
-
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo")
-    group = TorchProcessGroup()
-    with np.load(folder / "pool.npz") as table:
-        rows = [{"ID": i, "duration": repr(float(d)), "wav": ""} for i, d in zip(table["ids"].tolist(),
-                                                                                 table["durations"])]
-    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
-    shards = {name: UnitShard([piece_path(folder / f"{name}-{processes}.npz", group.rank, processes, 0)])
-              for name in ("pool", "target")}
-    for name, kind in selectors().items():
-        selector = kind()
-        started, sent = time.perf_counter(), group.bytes_sent
-        chosen = selector.select_shards(shards["pool"], shards["target"], manifest.positions,
-                                        lambda r: manifest.durations[r], N_CLUSTERS, budget_hours, group)
-        if group.rank == 0:
-            np.save(folder / f"{name}-rows-{processes}.npy", chosen[0])
-            (folder / f"{name}-figures-{processes}.json").write_text(json.dumps(
-                {"seconds": round(time.perf_counter() - started, 1), "sent_bytes": group.bytes_sent - sent,
-                 **selector.diagnostics}))
-    torch.distributed.destroy_process_group()
+    with worker_group(folder) as (group, manifest):
+        shards = {name: shard(folder, name, group.rank, processes) for name in ("pool", "target")}
+        for name, kind in selectors().items():
+            selector = kind()
+            started, sent = time.perf_counter(), group.bytes_sent
+            chosen = selector.select_shards(shards["pool"], shards["target"], manifest.positions,
+                                            lambda r: manifest.durations[r], N_CLUSTERS, budget_hours, group)
+            if group.rank == 0:
+                np.save(folder / f"{name}-rows-{processes}.npy", chosen[0])
+                (folder / f"{name}-figures-{processes}.json").write_text(json.dumps(
+                    {"seconds": round(time.perf_counter() - started, 1), "sent_bytes": group.bytes_sent - sent,
+                     **selector.diagnostics}))
 
 
 def final_kl(selector, pool, target, rows):
@@ -137,13 +109,8 @@ def main():
                                           "kl": round(final_kl(kind(), pool, target, alone[name]), 4)},
                           "one_process_40_rounds": yardstick(kind, pool, target, budget, alone[name])}), flush=True)
     for processes in args.processes:
-        write_shards(pool, target, args.folder, processes)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   __file__, "worker", str(args.folder), str(processes), repr(budget)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+        write_shards(manifest, {"pool": pool.units, "target": target.units}, args.folder, processes)
+        launch(__file__, args.folder, processes, repr(budget))
         for name, kind in selectors().items():
             rows = np.load(args.folder / f"{name}-rows-{processes}.npy")
             figures = json.loads((args.folder / f"{name}-figures-{processes}.json").read_text())

@@ -18,8 +18,6 @@ from another seed's first pick. Run from the repository root::
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DOMAINS = ["formant", "concat", "parametric", "neural", "reverb", "noisytel", "nonenglish"]
+from sharded_runs import DOMAINS, launch, shard, worker_group, write_shards  # noqa: E402  (beside this script)
 
 
 def pool(n):
@@ -39,47 +37,20 @@ def pool(n):
     return SyntheticCorpus(with_onehot_embeddings(corpus.units), corpus.domains, corpus.durations)
 
 
-def write_shards(corpus, folder, processes):
-    """Each process's shard of the units as one file; the manifest's IDs and durations."""
-    from selection.units import piece_path, shard_ids
-
-    manifest = corpus.manifest()
-    np.savez(folder / "pool.npz", ids=np.array(manifest.ids), durations=manifest.durations)
-    paths = []
-    for rank in range(processes):
-        path = piece_path(folder / f"units-{processes}.npz", rank, processes, 0)
-        corpus.units.subset(shard_ids(manifest.ids, rank, processes)).save(path)
-        paths.append(str(path))
-    return paths
-
-
 def worker(folder, processes, budget_hours, n_components):
     """One process: its shard, the composable k-center, rows saved by process 0."""
-    import torch
-
-    from common.manifest import Manifest
-    from selection.collectives import TorchProcessGroup
     from selection.selectors import KCenterSelector
     from selection.sharded import UnitShard
-    from selection.units import piece_path
 
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo")
-    group = TorchProcessGroup()
-    with np.load(folder / "pool.npz") as table:
-        rows = [{"ID": i, "duration": repr(float(d)), "wav": ""} for i, d in zip(table["ids"].tolist(),
-                                                                                 table["durations"])]
-    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
-    selector = KCenterSelector(n_components=n_components, seed=0)
-    started = time.perf_counter()
-    shard = UnitShard([piece_path(folder / f"units-{processes}.npz", group.rank, processes, 0)])
-    chosen = selector.select_shards(shard, UnitShard([]), manifest.positions, lambda r: manifest.durations[r], 500,
-                                    budget_hours, group)
-    if group.rank == 0:
-        np.save(folder / f"rows-{processes}.npy", chosen[0])
-        (folder / f"figures-{processes}.json").write_text(json.dumps(
-            {"seconds": round(time.perf_counter() - started, 1), **selector.diagnostics}))
-    torch.distributed.destroy_process_group()
+    with worker_group(folder) as (group, manifest):
+        selector = KCenterSelector(n_components=n_components, seed=0)
+        started = time.perf_counter()
+        chosen = selector.select_shards(shard(folder, "pool", group.rank, processes), UnitShard([]),
+                                        manifest.positions, lambda r: manifest.durations[r], 500, budget_hours, group)
+        if group.rank == 0:
+            np.save(folder / f"rows-{processes}.npy", chosen[0])
+            (folder / f"figures-{processes}.json").write_text(json.dumps(
+                {"seconds": round(time.perf_counter() - started, 1), **selector.diagnostics}))
 
 
 def covering_radius(points, rows, chunk=4096):
@@ -123,13 +94,8 @@ def main():
                               other_rows, alone_rows)]].sum() / manifest.durations[other_rows].sum()), 3),
                           "covering_radius": round(covering_radius(points, other_rows), 3)}}), flush=True)
     for processes in args.processes:
-        write_shards(corpus, args.folder, processes)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   __file__, "worker", str(args.folder), str(processes), repr(budget), str(args.n_components)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+        write_shards(manifest, {"pool": corpus.units}, args.folder, processes)
+        launch(__file__, args.folder, processes, repr(budget), args.n_components)
         rows = np.load(args.folder / f"rows-{processes}.npy")
         figures = json.loads((args.folder / f"figures-{processes}.json").read_text())
         shared = np.isin(rows, alone_rows)

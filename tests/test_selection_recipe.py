@@ -5,7 +5,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -13,6 +12,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from common.manifest import ManifestError, read_manifest
 from conftest import ROOT, SYNTH_RECIPE
+from ranks import run_in_threads
 from selection.features import MFCCExtractor
 from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, CoverageSelector, DifficultySelector,
                                  DivergenceSelector, DSIRSelector, KCenterSelector, LongestFirstSelector,
@@ -219,23 +219,9 @@ def test_killed_stages_resume(tiny_corpus, tmp_path, caplog):
 def test_sharded_units_equal_single_process(tiny_corpus, tmp_path):
     """Two ranks in two threads with a real barrier: same codebook, units and subset as one process."""
     _, single = run_in_process(tiny_corpus, tmp_path / "single", tmp_path / "units1")
-    barrier = threading.Barrier(2, timeout=120)
-    results, errors = {}, []
-
-    def rank(r):
-        try:
-            results[r] = run_in_process(tiny_corpus, tmp_path / "sharded", tmp_path / "units2", rank=r,
-                                        world_size=2, barrier=barrier.wait)[1]
-        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(err)
-            barrier.abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    results = run_in_threads(2, lambda r, shared: run_in_process(
+        tiny_corpus, tmp_path / "sharded", tmp_path / "units2", rank=r, world_size=2,
+        barrier=shared["barrier"].wait)[1])
     assert results[0].ids == results[1].ids == single.ids
     for name in ("pool", "target"):
         merged = UnitSet.load(next((tmp_path / "units2").glob(f"units-{name}-*.npz")))
@@ -420,22 +406,10 @@ def test_feature_seconds_are_recorded_and_kept_with_the_units(tiny_corpus, tmp_p
 
 def test_feature_seconds_of_merged_shards_add_up(tiny_corpus, tmp_path):
     """Two ranks (threads): the merged units keep the sum of their pieces' seconds."""
-    extractor, barrier, errors = SlowMFCC(), threading.Barrier(2, timeout=120), []
-
-    def rank(r):
-        try:
-            run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units", extractor=extractor, rank=r,
-                           world_size=2, barrier=barrier.wait)
-        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(err)
-            barrier.abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    extractor = SlowMFCC()
+    run_in_threads(2, lambda r, shared: run_in_process(tiny_corpus, tmp_path / "out", tmp_path / "units",
+                                                       extractor=extractor, rank=r, world_size=2,
+                                                       barrier=shared["barrier"].wait))
     recorded = json.loads((tmp_path / "out" / "selection.json").read_text())["feature_seconds"]
     assert recorded >= len(extractor.batches) * SlowMFCC.DELAY - 0.05
     assert not list((tmp_path / "units").glob("*.shard-*"))  # the pieces' seconds went with the pieces

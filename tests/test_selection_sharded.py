@@ -6,8 +6,6 @@ process 0 ranks the pool from ``(row, seconds, score)``.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from ranks import ThreadGroup, launch_torchrun, run_in_threads, torchrun_worker, write_job  # noqa: E402
 from selection.collectives import ShardFailure, SingleProcess  # noqa: E402
 from selection.kcenter_sharded import composable_kcenter, shared_projection  # noqa: E402
 from selection.selectors import (ClusterBalancedSelector, ContrastiveLMSelector, DSIRSelector,  # noqa: E402
@@ -211,29 +211,14 @@ def test_composable_kcenter_on_one_process_is_the_brute_force_composition(pool_a
     assert np.isinf(radii[0]) and np.all(np.diff(radii[1 : len(expected)]) <= 1e-4)  # radii shrink
 
 
-def save_table(pool, folder):
-    """The pool's IDs and manifest durations, for the workers."""
-    np.savez(folder / "pool.npz", ids=np.array(pool.units.ids), durations=pool.manifest().durations)
-
-
-def launch(folder, world_size, timeout=120):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}",
-               __file__, str(folder)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.parametrize("world_size", [1, 2, 4])
 def test_torchrun_gives_the_one_process_subset(world_size, pool_and_target, tmp_path):
     """Every exact selector, gloo on CPU: subsets and scores identical to one process on the whole unit set."""
     pool, target, budget = pool_and_target
     pool_paths = write_pieces(pool.units, tmp_path, "pool", world_size, piece_seconds=120.0)
     target_paths = write_pieces(target.units, tmp_path, "target", world_size, piece_seconds=30.0)
-    save_table(pool, tmp_path)
-    (tmp_path / "job.json").write_text(json.dumps({
-        "pool": [[str(p) for p in paths] for paths in pool_paths],
-        "target": [[str(p) for p in paths] for paths in target_paths], "budget_hours": budget}))
-    done = launch(tmp_path, world_size)
+    write_job(tmp_path, pool, pool_paths, target_paths, budget)
+    done = launch_torchrun(__file__, tmp_path, world_size)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in SELECTORS:
         ids, expected = one_process(name, pool, target, budget)
@@ -260,77 +245,25 @@ def test_torchrun_a_failing_shard_stops_every_process_and_is_named(pool_and_targ
     pool_paths = write_pieces(pool.units, tmp_path, "pool", 2, piece_seconds=120.0)
     target_paths = write_pieces(target.units, tmp_path, "target", 2, piece_seconds=30.0)
     pool_paths[1][0].write_bytes(b"broken")
-    save_table(pool, tmp_path)
-    (tmp_path / "job.json").write_text(json.dumps({
-        "pool": [[str(p) for p in paths] for paths in pool_paths],
-        "target": [[str(p) for p in paths] for paths in target_paths], "budget_hours": budget,
-        "selectors": ["contrastive"]}))
-    done = launch(tmp_path, 2, timeout=60)  # returns: no process waits for the failed one
+    write_job(tmp_path, pool, pool_paths, target_paths, budget, selectors=["contrastive"])
+    done = launch_torchrun(__file__, tmp_path, 2, timeout=60)  # returns: no process waits for the failed one
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert f"ShardFailure: process 1 of 2, counting, file {pool_paths[1][0]}" in output
     assert output.count("ShardFailure: process 1 of 2") >= 2  # raised by process 0 too
 
 
-class ThreadGroup(SingleProcess):
-    """The collectives between threads (one per rank), for the selection stage in one test process."""
-
-    def __init__(self, rank, world_size, shared):
-        super().__init__()
-        self.rank, self.world_size, self.shared = rank, world_size, shared
-
-    def _exchange(self, value):
-        barrier, slots = self.shared["barrier"], self.shared["slots"]
-        barrier.wait()
-        slots[self.rank] = value
-        barrier.wait()
-        values = list(slots)
-        barrier.wait()
-        return values
-
-    def all_reduce_sum(self, array):
-        return np.sum(self._exchange(np.asarray(array)), axis=0)
-
-    def gather(self, array):
-        values = self._exchange(np.asarray(array))
-        return values if self.rank == 0 else None
-
-    def broadcast(self, array):
-        return self._exchange(np.asarray(array))[0]
-
-    def all_gather_object(self, value):
-        return self._exchange(value)
-
-
 def run_stage_in_threads(tiny_corpus, folder, selector, world_size=2):
     """``run_selection`` on ``world_size`` threads sharing a :class:`ThreadGroup`; every rank's result."""
-    import threading
-
     from selection.features import MFCCExtractor
     from selection.stages import run_selection
 
-    shared = {"barrier": threading.Barrier(world_size, timeout=120), "slots": [None] * world_size}
-    results, errors = {}, []
-
-    def rank(r):
-        try:
-            results[r] = run_selection(
-                tiny_corpus["save_folder"] / "pool.csv", tiny_corpus["save_folder"] / "target.csv",
-                tiny_corpus["data_folder"], MFCCExtractor(), {"n_clusters": 16, "fit_hours": 0.02,
-                                                              "kmeans_settings": {"n_epochs": 3}, "piece_hours": 0.01},
-                selector, folder / "out", units_folder=folder / "units", seed=3, rank=r, world_size=world_size,
-                barrier=shared["barrier"].wait, group=ThreadGroup(r, world_size, shared))[1]
-        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(err)
-            shared["barrier"].abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    return results
+    return run_in_threads(world_size, lambda r, shared: run_selection(
+        tiny_corpus["save_folder"] / "pool.csv", tiny_corpus["save_folder"] / "target.csv",
+        tiny_corpus["data_folder"], MFCCExtractor(), {"n_clusters": 16, "fit_hours": 0.02,
+                                                      "kmeans_settings": {"n_epochs": 3}, "piece_hours": 0.01},
+        selector, folder / "out", units_folder=folder / "units", seed=3, rank=r, world_size=world_size,
+        barrier=shared["barrier"].wait, group=ThreadGroup(r, world_size, shared))[1])
 
 
 def test_the_selection_stage_over_processes(tiny_corpus, tmp_path):
@@ -374,38 +307,27 @@ def test_the_cluster_stage_over_processes(tiny_corpus, tmp_path):
 
 def worker(folder):
     """One process of the torchrun tests: its shard's pieces, every selector of the job, results from rank 0."""
-    import torch
-
-    from common.manifest import Manifest
-    from selection.collectives import TorchProcessGroup
-
-    torch.distributed.init_process_group("gloo")
-    group = TorchProcessGroup()
-    job = json.loads((folder / "job.json").read_text())
-    with np.load(folder / "pool.npz") as table:
-        rows = [{"ID": i, "duration": repr(float(d)), "wav": f"{i}.flac"}
-                for i, d in zip(table["ids"].tolist(), table["durations"])]
-    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
-    for name in job.get("selectors", SELECTORS):
-        chosen = run_shards(SELECTORS[name](), job["pool"][group.rank], job["target"][group.rank], manifest,
-                            job["budget_hours"], group)
+    with torchrun_worker(folder) as (group, job, manifest):
+        for name in job.get("selectors", SELECTORS):
+            chosen = run_shards(SELECTORS[name](), job["pool"][group.rank], job["target"][group.rank], manifest,
+                                job["budget_hours"], group)
+            if group.rank == 0:
+                np.savez(folder / f"{name}.npz", rows=chosen[0],
+                         scores=np.zeros(0) if chosen[2] is None else chosen[2])
+        if "selectors" not in job:  # the distributed form of k-center (not exact: checked against its oracle)
+            chosen = KCenterSelector(n_components=None, seed=4).select_shards(
+                UnitShard(job["pool"][group.rank]), UnitShard([]), manifest.positions,
+                lambda rows: manifest.durations[rows], 40, job["budget_hours"], group)
+            if group.rank == 0:
+                np.savez(folder / "kcenter.npz", rows=chosen[0], scores=chosen[2])
+            chosen = cluster_selector().select_shards(UnitShard(job["pool"][group.rank]), UnitShard([]),
+                                                      manifest.positions, lambda rows: manifest.durations[rows], 40,
+                                                      job["budget_hours"], group)  # exact: the one-process subset
+            if group.rank == 0:
+                np.savez(folder / "cluster.npz", rows=chosen[0])
+        sent = group.all_gather_object(group.bytes_sent)
         if group.rank == 0:
-            np.savez(folder / f"{name}.npz", rows=chosen[0], scores=np.zeros(0) if chosen[2] is None else chosen[2])
-    if "selectors" not in job:  # the distributed form of k-center (not exact: checked against its oracle)
-        chosen = KCenterSelector(n_components=None, seed=4).select_shards(
-            UnitShard(job["pool"][group.rank]), UnitShard([]), manifest.positions,
-            lambda rows: manifest.durations[rows], 40, job["budget_hours"], group)
-        if group.rank == 0:
-            np.savez(folder / "kcenter.npz", rows=chosen[0], scores=chosen[2])
-        chosen = cluster_selector().select_shards(UnitShard(job["pool"][group.rank]), UnitShard([]),
-                                                  manifest.positions, lambda rows: manifest.durations[rows], 40,
-                                                  job["budget_hours"], group)  # exact: the one-process subset
-        if group.rank == 0:
-            np.savez(folder / "cluster.npz", rows=chosen[0])
-    sent = group.all_gather_object(group.bytes_sent)
-    if group.rank == 0:
-        (folder / "exchange.json").write_text(json.dumps({"bytes_sent": sent}))
-    torch.distributed.destroy_process_group()
+            (folder / "exchange.json").write_text(json.dumps({"bytes_sent": sent}))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,7 @@ and once under ``torchrun`` (gloo).
 """
 
 import json
-import os
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from ranks import ThreadGroup, launch_torchrun, run_in_threads, torchrun_worker, write_job  # noqa: E402
 from selection.ngrams import NgramHasher  # noqa: E402
 from selection.selectors.base import fill_budget  # noqa: E402
 from selection.selectors import CoverageSelector, DivergenceSelector  # noqa: E402
 from selection.selectors.greedy_kl import greedy_kl_order  # noqa: E402
 from selection.sharded import UnitShard  # noqa: E402
 from selection.units import shard_ids  # noqa: E402
-from test_selection_sharded import ThreadGroup, corpora, run_stage_in_threads, write_pieces  # noqa: E402
+from test_selection_sharded import corpora, run_stage_in_threads, write_pieces  # noqa: E402
 
 SELECTORS = {"divergence": lambda: DivergenceSelector(n_rounds=8, hash_bits=10, shard_candidates=1.5),
              "coverage": lambda: CoverageSelector(n_rounds=8, hash_bits=10, shard_candidates=1.5)}
@@ -67,24 +65,9 @@ def composed_oracle(selector, pool, target, world_size, budget_hours):
 def in_threads(selector, pool_paths, target_paths, manifest, budget_hours):
     """``select_shards`` on one thread per shard; process 0's pool rows and the selector's diagnostics."""
     world_size = len(pool_paths)
-    shared = {"barrier": threading.Barrier(world_size, timeout=60), "slots": [None] * world_size}
-    results, errors = {}, []
-
-    def rank(r):
-        try:
-            results[r] = selector().select_shards(UnitShard(pool_paths[r]), UnitShard(target_paths[r]),
-                                                  manifest.positions, lambda rows: manifest.durations[rows], 40,
-                                                  budget_hours, ThreadGroup(r, world_size, shared))
-        except Exception as err:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(err)
-            shared["barrier"].abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    results = run_in_threads(world_size, lambda r, shared: selector().select_shards(
+        UnitShard(pool_paths[r]), UnitShard(target_paths[r]), manifest.positions,
+        lambda rows: manifest.durations[rows], 40, budget_hours, ThreadGroup(r, world_size, shared)), timeout=60)
     assert all(results[r] is None for r in range(1, world_size))
     return results[0]
 
@@ -117,14 +100,8 @@ def test_torchrun_gives_the_composition(pool_and_target, tmp_path):
     pool, target, budget = pool_and_target
     pool_paths = write_pieces(pool.units, tmp_path, "pool", 2, piece_seconds=90.0)
     target_paths = write_pieces(target.units, tmp_path, "target", 2, piece_seconds=30.0)
-    np.savez(tmp_path / "pool.npz", ids=np.array(pool.units.ids), durations=pool.manifest().durations)
-    (tmp_path / "job.json").write_text(json.dumps({
-        "pool": [[str(p) for p in paths] for paths in pool_paths],
-        "target": [[str(p) for p in paths] for paths in target_paths], "budget_hours": budget}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-               str(tmp_path)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    write_job(tmp_path, pool, pool_paths, target_paths, budget)
+    done = launch_torchrun(__file__, tmp_path, 2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in SELECTORS:
         with np.load(tmp_path / f"{name}.npz") as got:
@@ -135,25 +112,13 @@ def test_torchrun_gives_the_composition(pool_and_target, tmp_path):
 
 def worker(folder):
     """One torchrun process: both selectors' distributed form, process 0 saving rows and scores."""
-    import torch
-
-    from common.manifest import Manifest
-    from selection.collectives import TorchProcessGroup
-
-    torch.distributed.init_process_group("gloo")
-    group = TorchProcessGroup()
-    job = json.loads((folder / "job.json").read_text())
-    with np.load(folder / "pool.npz") as table:
-        rows = [{"ID": i, "duration": repr(float(d)), "wav": f"{i}.flac"}
-                for i, d in zip(table["ids"].tolist(), table["durations"])]
-    manifest = Manifest(folder / "pool.npz", ["ID", "duration", "wav"], rows)
-    for name, selector in SELECTORS.items():
-        chosen = selector().select_shards(UnitShard(job["pool"][group.rank]), UnitShard(job["target"][group.rank]),
-                                          manifest.positions, lambda r: manifest.durations[r], 40,
-                                          job["budget_hours"], group)
-        if group.rank == 0:
-            np.savez(folder / f"{name}.npz", rows=chosen[0], scores=chosen[2])
-    torch.distributed.destroy_process_group()
+    with torchrun_worker(folder) as (group, job, manifest):
+        for name, selector in SELECTORS.items():
+            chosen = selector().select_shards(UnitShard(job["pool"][group.rank]),
+                                              UnitShard(job["target"][group.rank]), manifest.positions,
+                                              lambda r: manifest.durations[r], 40, job["budget_hours"], group)
+            if group.rank == 0:
+                np.savez(folder / f"{name}.npz", rows=chosen[0], scores=chosen[2])
 
 
 if __name__ == "__main__":
