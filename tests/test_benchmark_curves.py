@@ -39,8 +39,19 @@ def test_the_table_counts_seeds_and_takes_the_median_with_unreached_seeds_last()
     assert rows["random"]["reached"] == 1 and rows["random"]["median_steps"] is None  # most seeds never got there
     assert rows["dsir"]["steps"] == [100, 200] and rows["dsir"]["median_steps"] == 100
     text = "\n".join(curves.steps_markdown(curves.steps_table(records), "random"))
-    assert "| 1 | random | 200, not reached, not reached | 1 of 3 | not reached in 300 | – |" in text
-    assert "| 1 | dsir | 100, 200 | 2 of 2 | 100 | – |" in text
+    assert "| 1 | random | 200, not reached, not reached | 1 of 3 | not reached in 300 | – | 300, 300, 300 |" in text
+    assert "| 1 | dsir | 100, 200 | 2 of 2 | 100 | < 0.33 | 200, 300 | +0.0000 |" in text  # random: > 300 steps
+
+
+def test_the_lowest_point_and_the_rise_show_a_run_that_overfits():
+    rng = random.Random(1)
+    for _ in range(50):
+        curve = [(100 * (i + 1), rng.uniform(0.5, 1.0)) for i in range(rng.randint(2, 8))]
+        row, = curves.steps_table([record("full", "full", 100.0, 1, final=0.7),
+                                   record("subset", "dsir", 1.0, 1, curve=curve)])
+        best = min(loss for _, loss in curve)
+        assert row["lowest_steps"] == [next(steps for steps, loss in curve if loss == best)]
+        assert row["rise"] == pytest.approx(curve[-1][1] - best) and row["rise"] >= 0
 
 
 def test_the_ratio_is_against_the_baselines_median_at_the_same_budget():
@@ -49,6 +60,13 @@ def test_the_ratio_is_against_the_baselines_median_at_the_same_budget():
                record("subset", "dsir", 5.0, 1, curve=[(100, 0.9), (200, 0.8)])]
     text = "\n".join(curves.steps_markdown(curves.steps_table(records), "random"))
     assert "| 5 | dsir | 200 | 1 of 1 | 200 | 0.50 |" in text and "| 5 | random | 400 | 1 of 1 | 400 | 1.00 |" in text
+
+
+def test_an_unreached_side_gives_a_bound_on_the_ratio():
+    reached, unreached = {"median_steps": 300, "last_steps": 600}, {"median_steps": None, "last_steps": 1200}
+    assert curves.ratio_to_baseline(reached, unreached) == "< 0.25"  # 300 of more than 1200
+    assert curves.ratio_to_baseline(unreached, reached) == "> 4.00"  # more than 1200 of 300
+    assert curves.ratio_to_baseline(unreached, unreached) == "–" and curves.ratio_to_baseline(reached, None) == "–"
 
 
 def test_curves_load_from_the_students_file_and_reach_the_report(tmp_path):

@@ -57,7 +57,10 @@ def steps_table(records):
         ``budget_pct``, ``selector``, ``threshold``, ``steps`` (one entry per seed with a
         curve: a step count or ``None``), ``reached`` (how many seeds), ``median_steps``
         (over the seeds, an unreached seed counting as more than any step; ``None`` when
-        half or more did not reach it), ``last_steps`` (the curve's length).
+        half or more did not reach it), ``last_steps`` (the curve's length),
+        ``lowest_steps`` (per seed, the step count of the curve's lowest loss) and
+        ``rise`` (the mean over seeds of the last loss minus the lowest: above 0 when a
+        longer run overfits the subset).
     """
     threshold = full_pool_threshold(records)
     groups = {}
@@ -69,10 +72,30 @@ def steps_table(records):
         steps = [None if threshold is None else steps_to_reach(curve, threshold) for curve in curves]
         ordered = sorted(steps, key=lambda s: float("inf") if s is None else s)
         median = ordered[(len(ordered) - 1) // 2]
+        lowest = [min(curve, key=lambda point: point[1]) for curve in curves]
         rows.append({"budget_pct": budget, "selector": selector, "threshold": threshold, "steps": steps,
                      "reached": sum(s is not None for s in steps), "median_steps": median,
-                     "last_steps": max(curve[-1][0] for curve in curves)})
+                     "last_steps": max(curve[-1][0] for curve in curves),
+                     "lowest_steps": [point[0] for point in lowest],
+                     "rise": float(np.mean([curve[-1][1] - point[1] for curve, point in zip(curves, lowest)]))})
     return rows
+
+
+def ratio_to_baseline(row, base):
+    """A row's median steps over its baseline's, as text: a bound when one of the two never reached the loss.
+
+    Example
+    -------
+    >>> ratio_to_baseline({"median_steps": 500, "last_steps": 1200}, {"median_steps": None, "last_steps": 1200})
+    '< 0.42'
+    """
+    if base is None or (row["median_steps"] is None and base["median_steps"] is None):
+        return "–"
+    if base["median_steps"] is None:
+        return f"< {row['median_steps'] / base['last_steps']:.2f}"
+    if row["median_steps"] is None:
+        return f"> {row['last_steps'] / base['median_steps']:.2f}"
+    return f"{row['median_steps'] / base['median_steps']:.2f}"
 
 
 def steps_markdown(rows, baseline):
@@ -83,16 +106,20 @@ def steps_markdown(rows, baseline):
         return ["No full-pool student finished: nothing to reach yet."]
     lines = [f"Steps to reach the full-pool students' final loss on {TARGET} "
              f"({rows[0]['threshold']:.4f}, their mean), per seed; the median over the seeds (an unreached seed "
-             "counts as more than any step count) and its ratio to the baseline's median at the same budget.", "",
-             "| budget % | selector | steps per seed | reached | median | / baseline |", "|---|---|---|---|---|---|"]
-    medians = {(r["budget_pct"], r["selector"]): r["median_steps"] for r in rows}
+             "counts as more than any step count) and its ratio to the baseline's median at the same budget "
+             "(a bound when one of them was not reached: the curve's length stands in for it). `lowest at`: "
+             "the step of each seed's lowest target loss; `rise`: the last loss minus the lowest, mean over "
+             "the seeds (above 0: a longer run overfits the subset).", "",
+             "| budget % | selector | steps per seed | reached | median | / baseline | lowest at | rise |",
+             "|---|---|---|---|---|---|---|---|"]
+    by_key = {(r["budget_pct"], r["selector"]): r for r in rows}
     for r in rows:
         per_seed = ", ".join("not reached" if s is None else str(s) for s in r["steps"])
-        base = medians.get((r["budget_pct"], baseline))
-        ratio = "–" if r["median_steps"] is None or base is None else f"{r['median_steps'] / base:.2f}"
+        ratio = ratio_to_baseline(r, by_key.get((r["budget_pct"], baseline)))
         median = f"not reached in {r['last_steps']}" if r["median_steps"] is None else str(r["median_steps"])
+        lowest = ", ".join(str(s) for s in r["lowest_steps"])
         lines.append(f"| {r['budget_pct']:g} | {r['selector']} | {per_seed} | {r['reached']} of {len(r['steps'])} "
-                     f"| {median} | {ratio} |")
+                     f"| {median} | {ratio} | {lowest} | {r['rise']:+.4f} |")
     return lines
 
 
