@@ -8,9 +8,10 @@ import pytest
 from tasks.benchmark import curves, report
 
 
-def record(group, selector, budget, seed, final=None, curve=()):
+def record(group, selector, budget, seed, final=None, curve=(), split=curves.TARGET):
     return {"name": f"{selector}_{budget}_{seed}", "group": group, "selector": selector, "budget_pct": budget,
-            "seed": seed, "heldout_target": final, "curve": [tuple(p) for p in curve]}
+            "seed": seed, "heldout_domains": {split: {"all": final}} if final is not None else None,
+            "curves": {split: [tuple(p) for p in curve]} if curve else {}}
 
 
 def test_steps_to_reach_is_the_first_step_at_or_under_the_threshold():
@@ -77,9 +78,24 @@ def test_curves_load_from_the_students_file_and_reach_the_report(tmp_path):
     assert curves.load_curve(path) == [(100, 0.9), (200, 0.8), (300, 0.7)]
     assert curves.load_curve(tmp_path / "missing.json") == [] and curves.load_curve(None) == []
     assert curves.load_curve(path, "asr_test_in") == []
-    records = [{**record("full", "full", 100.0, 1, final=0.75), "curve": curves.load_curve(path)},
-               {**record("subset", "random", 1.0, 1), "curve": curves.load_curve(path)}]
+    assert curves.load_curves(path) == {"asr_test_target": [(100, 0.9), (200, 0.8), (300, 0.7)]}
+    records = [{**record("full", "full", 100.0, 1, final=0.75), "curves": curves.load_curves(path)},
+               {**record("subset", "random", 1.0, 1), "curves": curves.load_curves(path)}]
     for r in records:
         r.update({key: None for key, _, _ in report.COLUMNS if key not in r})
     report.plot(records, tmp_path / "results.png")
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_each_split_is_reached_against_its_own_full_pool_loss():
+    unseen = "asr_test_target_unseen_voice"
+    records = [{**record("full", "full", 100.0, 1), "heldout_domains": {"asr_test_target": {"all": 0.80},
+                                                                       unseen: {"all": 0.90}}},
+               {**record("subset", "dsir", 5.0, 1), "curves": {"asr_test_target": [(100, 0.85), (200, 0.79)],
+                                                              unseen: [(100, 0.95), (200, 0.92)]}}]
+    same, = curves.steps_table(records)
+    other, = curves.steps_table(records, unseen)
+    assert same["threshold"] == 0.80 and same["steps"] == [200]
+    assert other["threshold"] == 0.90 and other["steps"] == [None]  # the gain stays in the target's voices
+    assert "final loss on asr_test_target_unseen_voice (0.9000" in "\n".join(curves.steps_markdown([other], "dsir",
+                                                                                                     unseen))

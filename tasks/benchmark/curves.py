@@ -4,7 +4,8 @@ A student run with ``heldout_curve_splits`` keeps its held-out loss after every
 epoch (``heldout_curve.json``, :class:`tasks.heldout.LearningCurve`). The number a
 user of selection wants is the compute a subset saves: the optimizer steps a
 student on that subset needs to reach the full-pool students' final loss on the
-target domain (their mean over seeds), per selector and budget, or "not reached".
+target domain (their mean over seeds), per selector and budget, or "not reached";
+in the target set's voices and in voices it lacks (:data:`CURVE_SPLITS`).
 """
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 TARGET = "asr_test_target"
+CURVE_SPLITS = (TARGET, "asr_test_target_unseen_voice")
 
 
 def load_curve(path, split=TARGET):
@@ -22,6 +24,12 @@ def load_curve(path, split=TARGET):
     points = json.loads(Path(path).read_text())["points"]
     return [(p["optimizer_steps"], p["heldout_loss"][split]["all"]) for p in points
             if p["heldout_loss"].get(split, {}).get("all") is not None]
+
+
+def load_curves(path):
+    """``{split: load_curve(path, split)}`` for each of :data:`CURVE_SPLITS` the file holds."""
+    curves = {split: load_curve(path, split) for split in CURVE_SPLITS}
+    return {split: points for split, points in curves.items() if points}
 
 
 def steps_to_reach(points, threshold):
@@ -37,19 +45,28 @@ def steps_to_reach(points, threshold):
     return next((steps for steps, loss in points if loss <= threshold), None)
 
 
-def full_pool_threshold(records):
-    """The full-pool students' mean final target loss (``None`` without any)."""
-    finals = [r["heldout_target"] for r in records if r["group"] == "full" and r["heldout_target"] is not None]
+def final_loss(record, split):
+    """A student's held-out loss on ``split`` at the end of its training (``None`` when not measured)."""
+    return ((record.get("heldout_domains") or {}).get(split) or {}).get("all")
+
+
+def full_pool_threshold(records, split=TARGET):
+    """The full-pool students' mean final loss on ``split`` (``None`` without any)."""
+    finals = [final_loss(r, split) for r in records if r["group"] == "full"]
+    finals = [value for value in finals if value is not None]
     return float(np.mean(finals)) if finals else None
 
 
-def steps_table(records):
-    """Per budget and selector: the steps each seed needs to reach the full pool's final target loss.
+def steps_table(records, split=TARGET):
+    """Per budget and selector: the steps each seed needs to reach the full pool's final loss on ``split``.
 
     Parameters
     ----------
     records : list of dict
-        :func:`tasks.benchmark.report.row_record` of every row, each with ``curve``.
+        :func:`tasks.benchmark.report.row_record` of every row, each with ``curves``
+        (:func:`load_curves`).
+    split : str
+        The held-out split whose curves and final losses are compared.
 
     Returns
     -------
@@ -62,11 +79,11 @@ def steps_table(records):
         ``rise`` (the mean over seeds of the last loss minus the lowest: above 0 when a
         longer run overfits the subset).
     """
-    threshold = full_pool_threshold(records)
+    threshold = full_pool_threshold(records, split)
     groups = {}
     for r in records:
-        if r["group"] == "subset" and r.get("curve"):
-            groups.setdefault((r["budget_pct"], r["selector"]), []).append(r["curve"])
+        if r["group"] == "subset" and r.get("curves", {}).get(split):
+            groups.setdefault((r["budget_pct"], r["selector"]), []).append(r["curves"][split])
     rows = []
     for (budget, selector), curves in sorted(groups.items()):
         steps = [None if threshold is None else steps_to_reach(curve, threshold) for curve in curves]
@@ -98,17 +115,17 @@ def ratio_to_baseline(row, base):
     return f"{row['median_steps'] / base['median_steps']:.2f}"
 
 
-def steps_markdown(rows, baseline):
+def steps_markdown(rows, baseline, split=TARGET):
     """The markdown lines of :func:`steps_table`, with each selector's median against the baseline's."""
     if not rows:
-        return ["No student with a learning curve (`heldout_curve_splits`)."]
+        return [f"No student with a learning curve on {split} (`heldout_curve_splits`)."]
     if rows[0]["threshold"] is None:
-        return ["No full-pool student finished: nothing to reach yet."]
-    lines = [f"Steps to reach the full-pool students' final loss on {TARGET} "
+        return [f"No full-pool student finished with a loss on {split}: nothing to reach yet."]
+    lines = [f"Steps to reach the full-pool students' final loss on {split} "
              f"({rows[0]['threshold']:.4f}, their mean), per seed; the median over the seeds (an unreached seed "
              "counts as more than any step count) and its ratio to the baseline's median at the same budget "
              "(a bound when one of them was not reached: the curve's length stands in for it). `lowest at`: "
-             "the step of each seed's lowest target loss; `rise`: the last loss minus the lowest, mean over "
+             "the step of each seed's lowest loss there; `rise`: the last loss minus the lowest, mean over "
              "the seeds (above 0: a longer run overfits the subset).", "",
              "| budget % | selector | steps per seed | reached | median | / baseline | lowest at | rise |",
              "|---|---|---|---|---|---|---|---|"]
@@ -127,9 +144,9 @@ def plot_curves(ax, records, colors):
     """The target-domain curves on ``ax``: the mean over seeds per selector and budget, the seeds' range as a band."""
     groups = {}
     for r in records:
-        if r.get("curve"):
+        if r.get("curves", {}).get(TARGET):
             label = "full pool" if r["group"] == "full" else f"{r['selector']} {r['budget_pct']:g} %"
-            groups.setdefault((label, r["selector"]), []).append(dict(r["curve"]))
+            groups.setdefault((label, r["selector"]), []).append(dict(r["curves"][TARGET]))
     for (label, selector), curves in groups.items():
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         values = np.array([[c[s] for s in steps] for c in curves])

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from common.atomic import atomic_path, atomic_write_text
 from common.intervals import rate_interval
-from tasks.benchmark.curves import load_curve, plot_curves, steps_markdown, steps_table
+from tasks.benchmark.curves import CURVE_SPLITS, TARGET, load_curves, plot_curves, steps_markdown, steps_table
 from tasks.benchmark.front import front_markdown, front_points, front_rows, plot_front
 from tasks.benchmark.statistics import (
     LOSS,
@@ -117,7 +117,7 @@ def row_record(row, results):
         "wer_target": dig(asr, "metrics", "asr_test_target", "WER"),
         "cer_target": dig(asr, "metrics", "asr_test_target", "CER"),
         "spk_accuracy": dig(spk, "metrics", "spk_test", "accuracy"), "eer": dig(spk, "metrics", "spk_test", "EER"),
-        "curve": load_curve(dig(distill, "heldout_curve")),
+        "curves": load_curves(dig(distill, "heldout_curve")),
     }
 
 
@@ -420,9 +420,10 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "interval excludes 0.", "",
         dominance_summary([c for c in paired if c["metric"] != LOSS]), "",
         *probe_sections,
-        *(["## Learning curves: the compute a subset saves", "", *steps_markdown(steps_table(records),
-                                                                                settings["baseline"]), ""]
-          if any(r.get("curve") for r in records) else []),
+        *(["## Learning curves: the compute a subset saves", "",
+           *(line for split in CURVE_SPLITS if any(split in r.get("curves", {}) for r in records)
+             for line in [*steps_markdown(steps_table(records, split), settings["baseline"], split), ""])]
+          if any(r.get("curves") for r in records) else []),
     ])
 
 
@@ -437,7 +438,7 @@ def plot(records, path, errors=None):
     curves, a last panel draws them (:func:`tasks.benchmark.curves.plot_curves`).
     """
     panels = [(key, title) for key, title in PANELS if any(r[key] is not None for r in records)] or PANELS[:1]
-    with_curves = any(r.get("curve") for r in records)
+    with_curves = any(r.get("curves", {}).get(TARGET) for r in records)
     plane = front_points(records, errors or {})
     extra = with_curves + bool(plane)
     figure = Figure(figsize=(6 * (len(panels) + extra), 4.8), layout="constrained")
