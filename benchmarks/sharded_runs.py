@@ -17,29 +17,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["formant", "concat", "parametric", "neural", "reverb", "noisytel", "nonenglish"]
 
 
-def write_shards(manifest, named_units, folder, processes):
-    """``pool.npz`` (the manifest's IDs and durations) and each process's shard of every ``{name: units}``.
+def shard_path(folder, name, rank, processes):
+    """The one piece file of ``rank``'s shard of ``name``: ``<name>-<processes>.npz`` with the piece suffix."""
+    from selection.units import piece_path
 
-    A shard is one piece file, ``<name>-<processes>.npz`` with the rank's piece suffix
-    (:func:`selection.units.piece_path`); returns ``{name: [path per rank]}``.
-    """
-    from selection.units import piece_path, shard_ids
+    return piece_path(folder / f"{name}-{processes}.npz", rank, processes, 0)
+
+
+def write_shards(manifest, named_units, folder, processes):
+    """``pool.npz`` (the manifest's IDs and durations) and each process's shard of every ``{name: units}``."""
+    from selection.units import shard_ids
 
     np.savez(folder / "pool.npz", ids=np.array(manifest.ids), durations=manifest.durations)
-    paths = {}
     for name, units in named_units.items():
-        paths[name] = [piece_path(folder / f"{name}-{processes}.npz", rank, processes, 0) for rank in range(processes)]
-        for rank, path in enumerate(paths[name]):
-            units.subset(shard_ids(units.ids, rank, processes)).save(path)
-    return paths
+        for rank in range(processes):
+            units.subset(shard_ids(units.ids, rank, processes)).save(shard_path(folder, name, rank, processes))
 
 
 def shard(folder, name, rank, processes):
     """The :class:`selection.sharded.UnitShard` of ``rank`` written by :func:`write_shards`."""
     from selection.sharded import UnitShard
-    from selection.units import piece_path
 
-    return UnitShard([piece_path(folder / f"{name}-{processes}.npz", rank, processes, 0)])
+    return UnitShard([shard_path(folder, name, rank, processes)])
 
 
 def launch(script, folder, processes, *arguments):
