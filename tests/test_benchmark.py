@@ -249,6 +249,9 @@ def test_heldout_loss_intervals_and_paired_comparisons(tmp_path):
                    "train_audio_hours_seen": 0.9 - seed / 10}
         records.append(report.row_record(row, {"distill": distill}))
     assert errors["dsir_10pct_s1"]["heldout_asr_test_target/neural"][0] == [f"u{i:03d}" for i in range(40)]
+    # a third k-center student not scored yet: left out of the seeds and of the audio hours of its intervals
+    records.append(report.row_record(cells.Row("kcenter_10pct_s3", "subset", "kcenter", 0.1, 3, 4, (), None),
+                                     {"distill": {"train_audio_hours_seen": 0.6}}))
     write_heldout(tmp_path / "no_unseen", [], [])  # a split without utterances: no errors, no failure
     assert statistics.heldout_errors(tmp_path / "no_unseen") == {}
     mean = {sel: np.mean([plan[(s, k)].mean() for s, k in plan if s == sel]) for sel in ("random", "kcenter",

@@ -270,6 +270,7 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
              "|---|---|---|---|" + "---|" * len(columns)]
     for (selector, budget), rows in groups.items():
         cells, seeds = [], 0
+        scored = [r for r in rows if any(split in errors.get(r["name"], {}) for split, _, _ in columns)]
         for split, kind, _ in columns:
             values, _, used = stacked(rows, errors, split, kind)
             seeds = max(seeds, len(used))
@@ -277,7 +278,7 @@ def interval_table(records, errors, columns=HELDOUT_INTERVALS, references=False)
                          "{:.{d}f} [{:.{d}f}, {:.{d}f}]".format(*rate_interval(values, scale=SCALES[kind]),
                                                                  d=4 if kind == LOSS else 2))
         if seeds:  # rows with nothing finished are left out (the cell tables show them)
-            lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | {fmt(mean_audio_hours(rows), '{:.3f}')} | "
+            lines.append(f"| {selector} | {fmt(budget, '{:g}')} | {seeds} | {fmt(mean_audio_hours(scored), '{:.3f}')} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)
 

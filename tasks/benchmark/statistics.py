@@ -74,9 +74,14 @@ def _file_errors(path, size, mtime_ns):
     return run_errors(path)
 
 
+def scored(rows, errors, split):
+    """The rows that have errors on ``split`` (the seeds a comparison or an interval uses)."""
+    return [row for row in rows if split in errors.get(row["name"], {})]
+
+
 def stacked(rows, errors, split, kind):
     """``[S, N, 2]`` errors of the rows (one per seed) that have them, the test utterance IDs, and the seeds used."""
-    have = [row for row in rows if split in errors.get(row["name"], {})]
+    have = scored(rows, errors, split)
     if not have:
         return None, None, []
     ids = errors[have[0]["name"]][split][0]
@@ -236,8 +241,9 @@ def paired_comparisons(records, errors, baseline, split="asr_test_target", kinds
                 comparisons.append({"budget_pct": budget, "selector": selector, "baseline": baseline,
                                     "metric": kind, "split": split,
                                     "seeds": len(seeds), "baseline_seeds": len(base_seeds),
-                                    "audio_hours_seen": mean_audio_hours(rows),
-                                    "baseline_audio_hours_seen": mean_audio_hours(base_rows), **result})
+                                    "audio_hours_seen": mean_audio_hours(scored(rows, errors, split)),
+                                    "baseline_audio_hours_seen": mean_audio_hours(scored(base_rows, errors, split)),
+                                    **result})
     return comparisons
 
 
