@@ -17,7 +17,10 @@ Stages (re-running the same command resumes):
 2. the features of the crops of the training, test and verification splits;
 3. training on the training crops, a seeded share of its utterances held out
    for validation (best accuracy kept), checkpointed every epoch;
-4. the test; ``results.json`` and ``trials.txt`` in the output folder.
+4. the test; ``results.json``, ``trials.txt`` and (with a test split)
+   ``identification.txt`` in the output folder: ``<crop ID> <1|0>``, whether the
+   classifier named each test crop's speaker, the per-crop outcomes behind the
+   accuracy (a benchmark's bootstrap intervals resample them by utterance).
 
 Each dataset's ``recipes/<Dataset>/speaker/train.py`` calls :func:`main` with its hparams:
 
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER
 
+from common.atomic import atomic_write_text
 from common.audio import load_audio
 from common.manifest import dataset_rows
 from lobes.feature_cache import SAMPLE_RATE, NoisyCrops, cache_features
@@ -44,6 +48,7 @@ from lobes.probe_brain import LayerMixProbeBrain
 from tasks.experiment import checkpoint_probe, load_probe_encoder, start_experiment, write_results
 
 logger = logging.getLogger(__name__)
+IDENTIFICATION_FILE = "identification.txt"  # ``<crop ID> <1|0>``: the test crops the classifier named right
 
 
 def verification_trials(utt_ids, speakers):
@@ -106,13 +111,15 @@ class SpeakerProbeBrain(LayerMixProbeBrain):
         labels = batch.label.data[:, 0].to(self.device)
         loss = F.cross_entropy(logits, labels)
         if stage != sb.Stage.TRAIN:
-            self.correct += int((logits.argmax(-1) == labels).sum())
+            right = (logits.argmax(-1) == labels).tolist()
+            self.correct += sum(right)
             self.counted += len(labels)
+            self.outcomes.update(zip(batch.id, right))
             self.embeddings.update(zip(batch.id, embeddings.detach().cpu()))
         return loss
 
     def on_stage_start(self, stage, epoch=None):
-        self.correct, self.counted, self.embeddings = 0, 0, {}
+        self.correct, self.counted, self.embeddings, self.outcomes = 0, 0, {}, {}
         self.stage_started = time.time()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -277,6 +284,9 @@ def main(argv):
     if if_main_process():
         with open(Path(hparams["output_folder"]) / "trials.txt", "w", encoding="utf-8") as handle:
             handle.writelines(f"{int(same)} {a} {b}\n" for a, b, same in trials)
+        if "test" in datasets:
+            atomic_write_text(Path(hparams["output_folder"]) / IDENTIFICATION_FILE,
+                              "".join(f"{crop} {int(right)}\n" for crop, right in sorted(brain.outcomes.items())))
         results = {
             "task": "speaker_probe", "encoder_name": hparams["encoder_name"],
             "encoder_source": hparams["encoder_source"], **brain.describe(encoder, fingerprint),

@@ -213,6 +213,56 @@ def test_paired_comparisons_from_the_cells_alignments(tmp_path):
     assert probe_table.index("| dsir | 10 |") < probe_table.index("| full | 100 | 2 |")  # subsets first
 
 
+def write_identification(folder, wrong):
+    """A speaker cell's ``identification.txt``: ``wrong[i]`` of utterance ``u<i>``'s 3 test crops misidentified."""
+    folder.mkdir(parents=True)
+    (folder / "identification.txt").write_text("".join(f"u{i:03d}#{k} {int(k >= n)}\n" for i, n in enumerate(wrong)
+                                                       for k in range(3)))
+
+
+def test_speaker_identification_intervals_and_paired_comparisons(tmp_path):
+    """Each selector vs random on the speaker probe: per-utterance crop outcomes give the accuracies' difference."""
+    import numpy as np
+
+    from tasks.benchmark import statistics
+
+    rng = np.random.default_rng(0)
+    plan = {("random", 1): 0.4, ("random", 2): 0.35, ("kcenter", 1): 0.1, ("kcenter", 2): 0.15, ("dsir", 1): 0.38}
+    records, errors, accuracy = [], {}, {}
+    for (selector, seed), p_wrong in plan.items():
+        name = f"{selector}_10pct_s{seed}"
+        write_identification(tmp_path / name, rng.binomial(3, p_wrong, 90))
+        lines = (tmp_path / name / "identification.txt").read_text().split()[1::2]
+        accuracy[name] = 100 * lines.count("1") / len(lines)  # the oracle: right crops over crops
+        row = cells.Row(name, "subset", selector, 0.1, seed, 4, (), None)
+        records.append(report.row_record(row, {"spk": {"metrics": {"spk_test": {"accuracy": accuracy[name]}}}}))
+        errors[name] = statistics.speaker_errors(tmp_path / name)
+    ids, counts = errors["dsir_10pct_s1"]["spk_test"]
+    assert ids == [f"u{i:03d}" for i in range(90)] and counts["ID error"][:, 1].tolist() == [3] * 90
+    mean = {sel: np.mean([accuracy[f"{sel}_10pct_s{k}"] for s, k in plan if s == sel]) for sel in ("random",
+                                                                                               "kcenter", "dsir")}
+    found = {c["selector"]: c for c in statistics.paired_comparisons(records, errors, "random", "spk_test",
+                                                                     kinds=("ID error",))}
+    for selector in ("kcenter", "dsir"):
+        assert found[selector]["difference"] == pytest.approx(mean["random"] - mean[selector])
+    assert found["kcenter"]["verdict"] == "better" and found["dsir"]["verdict"] == "indistinguishable"
+
+    report.write_report(records, {"benchmark_name": "fab", "pool_hours": 6.831, **EQUAL_COMPUTE,
+                                  "finished_cells": 5, "total_cells": 5, "target_aware": ["kcenter"],
+                                  "baseline": "random"}, tmp_path, errors)
+    md = (tmp_path / "results.md").read_text()
+    assert "### Probes on the speakers (spk_test, identification error), each selector vs random" in md
+    assert f"| 10 | kcenter | ID error spk_test | 2 (2) | – (–) | {found['kcenter']['difference']:+.2f} |" in md
+    rate, low, high, _ = statistics.selector_intervals(records, errors, "spk_test", "ID error")["kcenter"][10]
+    assert rate == pytest.approx(100 - mean["kcenter"]) and low < rate < high
+    assert f"| kcenter | 10 | 2 | – | – | – | – | – | {rate:.2f} [{low:.2f}, {high:.2f}] |" in md
+
+    (tmp_path / "random_10pct_s1" / "identification.txt").write_text("u000#0 1\nu000#1 yes\n")
+    with pytest.raises(ValueError, match=r"random_10pct_s1/identification.txt, line 2: expected"):
+        statistics.speaker_errors(tmp_path / "random_10pct_s1")
+    assert statistics.speaker_errors(tmp_path / "no_speaker_cell") == {}
+
+
 HELDOUT_SPLITS = ("asr_test_target", report.UNSEEN_VOICE, "asr_test_in")
 
 
@@ -448,6 +498,10 @@ def test_tiny_benchmark_runs_and_resumes(tiny_corpus, tiny_hubert_dir, tmp_path,
               if c["split"] == "asr_test_target" and c["baseline"] == "random"}
     assert paired["WER"]["selector"] == "contrastive" and paired["WER"]["difference"] == pytest.approx(
         wer_target["contrastive_10pct_s1234"] - wer_target["random_10pct_s1234"])
+    accuracy = {r["name"]: r["spk_accuracy"] for r in results["rows"]}
+    speakers = next(c for c in results["paired"] if c["split"] == "spk_test" and c["baseline"] == "random")
+    assert speakers["metric"] == "ID error" and speakers["difference"] == pytest.approx(  # errors: minus accuracy
+        accuracy["random_10pct_s1234"] - accuracy["contrastive_10pct_s1234"])
     assert not (out / "probe_features" / "contrastive_10pct_s1234").exists()  # deleted once both probes finished
     assert (tmp_path / "f_teacher").exists()  # a reference's features are kept
 

@@ -263,6 +263,10 @@ def test_speaker_probe_scores_every_pair_of_test_utterances(tiny_corpus, tmp_pat
     assert test["trials"] == len(pairs) and test["target_trials"] == sum(same == "1" for same, _, _ in pairs)
     # the tiny corpus has one test utterance per speaker: no same-speaker trial, so no EER
     assert test["target_trials"] == 0 and test["EER"] is None
+    # the per-crop outcomes behind the accuracy: every test crop once, their mean the accuracy
+    outcomes = [line.split() for line in (tmp_path / "spk" / "identification.txt").read_text().splitlines()]
+    assert sorted(crop for crop, _ in outcomes) == sorted(f"{utt}#{k}" for utt in ids for k in range(2))
+    assert 100 * sum(int(right) for _, right in outcomes) / len(outcomes) == pytest.approx(test["accuracy"])
 
 
 @pytest.mark.parametrize("encoder", ["tiny_hubert", "mfcc"])

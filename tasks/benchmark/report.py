@@ -15,8 +15,10 @@ from common.intervals import rate_interval
 from tasks.benchmark.curves import CURVE_SPLITS, TARGET, load_curves, plot_curves, steps_markdown, steps_table
 from tasks.benchmark.front import front_markdown, front_points, front_rows, plot_front
 from tasks.benchmark.statistics import (
+    ID_ERROR,
     LOSS,
     SCALES,
+    SPEAKER_SPLIT,
     comparisons_markdown,
     difference_components,
     dominance_summary,
@@ -50,7 +52,9 @@ PANELS = [("heldout_target", "held-out distillation loss, asr_test_target"),
 INTERVAL_OF_PANEL = {"wer_target": ("asr_test_target", "WER"), "cer_target": ("asr_test_target", "CER"),  # error bars
                      "wer_in": ("asr_test_in", "WER"), "heldout_target": ("heldout_asr_test_target", LOSS),
                      "heldout_target_unseen": (f"heldout_{UNSEEN_VOICE}", LOSS),
-                     "heldout_in": ("heldout_asr_test_in", LOSS)}
+                     "heldout_in": ("heldout_asr_test_in", LOSS),
+                     "spk_accuracy": (SPEAKER_SPLIT, ID_ERROR)}
+ACCURACY_PANELS = {"spk_accuracy"}  # panels of 100 minus the error rate of their interval
 # the held-out loss comparisons of the report: (split in the errors, title)
 HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out audio in the target set's voices"),
                     (f"heldout_{UNSEEN_VOICE}", "the target domain's held-out audio in voices the target set lacks"),
@@ -58,11 +62,13 @@ HELDOUT_COMPARED = [("heldout_asr_test_target", "the target domain's held-out au
 # the probe comparisons of the report: (ASR test split, title)
 PROBE_COMPARED = [("asr_test_target", "the target domain (asr_test_target)"),
                   ("asr_test_in", "the other domains (asr_test_in)")]
+SPEAKER_COMPARED = [(SPEAKER_SPLIT, f"the speakers ({SPEAKER_SPLIT}, identification error)")]
 # the interval tables: (split in the errors, metric, column title)
 HELDOUT_INTERVALS = [(split, LOSS, title) for split, title in
                      zip((split for split, _ in HELDOUT_COMPARED), ("target, same voice", "target, unseen voice",
                                                                     "other domains"))]
-PROBE_INTERVALS = [(split, kind, f"{kind} {split}") for split, _ in PROBE_COMPARED for kind in ("WER", "CER")]
+PROBE_INTERVALS = [(split, kind, f"{kind} {split}") for split, _ in PROBE_COMPARED for kind in ("WER", "CER")] + [
+    (SPEAKER_SPLIT, ID_ERROR, f"speaker {ID_ERROR} {SPEAKER_SPLIT}")]
 # the comparisons of target-aware selectors with the baseline: record key -> (title, split in the errors, metric);
 # the held-out loss in the target's voices and in others, WER, and CER (a short probe can leave WER near 100 %)
 COMPARED = {"heldout_target": ("held-out loss on asr_test_target", "heldout_asr_test_target", LOSS),
@@ -369,7 +375,7 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
     others = [r for r in records if r["group"] != "subset"]
     paired = list(paired)
     sections = paired_sections(paired, baselines_of(settings), HELDOUT_COMPARED, "Held-out loss on")
-    probe_sections = paired_sections(paired, baselines_of(settings), PROBE_COMPARED, "Probes on")
+    probe_sections = paired_sections(paired, baselines_of(settings), PROBE_COMPARED + SPEAKER_COMPARED, "Probes on")
     return "\n".join([
         f"# Selection benchmark `{settings['benchmark_name']}`", "",
         f"Pool {settings['pool_hours']:.3f} h. Equal compute: every student, of a subset or of the full pool, "
@@ -409,14 +415,16 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         "when the 95 % interval (utterances resampled together, each selector's seeds separately) excludes 0.", "",
         *[f"- {c['text']}" for c in comparisons], "",
         "## Probe error rates, mean over seeds with a 95 % bootstrap interval", "",
-        "Test utterances and seeds resampled (a reference's seeds are its probe's seeds).", "",
+        "Test utterances and seeds resampled (a reference's seeds are its probe's seeds). Speaker "
+        f"{ID_ERROR}: 100 minus the identification accuracy on {SPEAKER_SPLIT}, the test crops of an utterance "
+        "resampled together; EER has no interval (its trials pair the utterances).", "",
         interval_table(records, errors or {}, PROBE_INTERVALS, references=True), "",
         f"## The best selector vs {settings['baseline']} and the full pool (WER, then CER, on asr_test_target)", "",
         *best_selector_checks(records, paired, settings["baseline"]), "",
         *best_selector_checks(records, paired, settings["baseline"], metric="CER"), "",
         "## Paired comparisons of the probes", "",
-        "Difference of the error rates (selector minus baseline, each the mean over its seeds; negative: fewer "
-        "errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
+        f"Difference of the error rates (WER, CER, and the speaker {ID_ERROR}: selector minus baseline, each the "
+        "mean over its seeds; negative: fewer errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
         "separately), and with the seeds only or the utterances only resampled; better / worse only when the "
         "interval excludes 0.", "",
         dominance_summary([c for c in paired if c["metric"] != LOSS]), "",
@@ -432,7 +440,7 @@ def plot(records, path, errors=None):
     """``results.png``: each metric of :data:`PANELS` that has a value against the budget, one line per selector.
 
     Subset students are lines with markers (the mean over seeds), with 95 %
-    bootstrap error bars on the ASR panels when the cells' ``errors`` are
+    bootstrap error bars on the probe and held-out loss panels when the cells' ``errors`` are
     given; the full pool and the reference encoders are horizontal lines. With
     held-out losses on the target and the other domains, a panel draws the one
     against the other (:func:`tasks.benchmark.front.plot_front`); with learning
@@ -450,6 +458,9 @@ def plot(records, path, errors=None):
     for ax, (key, title) in zip(axes, panels):
         intervals = selector_intervals(records, errors, *INTERVAL_OF_PANEL[key]) if (
             errors and key in INTERVAL_OF_PANEL) else {}
+        if key in ACCURACY_PANELS:  # the interval of the error rate, turned into one of the accuracy
+            intervals = {sel: {b: (100 - rate, 100 - high, 100 - low, seeds) for b, (rate, low, high, seeds)
+                               in bars.items()} for sel, bars in intervals.items()}
         for selector, points in selector_means(records, key).items():
             if points:
                 xs = sorted(points)
@@ -503,7 +514,8 @@ def write_report(records, settings, folder, errors=None):
         The benchmark's output folder.
     errors : dict, optional
         ``{row name: {split: ...}}``: :func:`tasks.benchmark.statistics.cell_errors`
-        of the finished ASR cells and :func:`~tasks.benchmark.statistics.heldout_errors`
+        of the finished ASR cells, :func:`~tasks.benchmark.statistics.speaker_errors` of the
+        speaker cells and :func:`~tasks.benchmark.statistics.heldout_errors`
         of the finished distillations: the intervals, paired comparisons and error bars.
 
     Returns
@@ -517,6 +529,7 @@ def write_report(records, settings, folder, errors=None):
     for baseline in baselines_of(settings):
         for split, _ in PROBE_COMPARED:
             paired += paired_comparisons(records, errors, baseline, split)
+        paired += paired_comparisons(records, errors, baseline, SPEAKER_SPLIT, kinds=(ID_ERROR,))
         for split, _ in HELDOUT_COMPARED:
             paired += paired_comparisons(records, errors, baseline, split, kinds=(LOSS,))
     atomic_write_text(folder / "results.md", markdown(records, comparisons, settings, paired, errors))

@@ -42,9 +42,10 @@ from common.atomic import atomic_write_text
 from common.hparams import load_hparams as load_hparams_file
 from tasks.benchmark.cells import ROOT, TRAINING_KEYS, build_plan, resolve
 from tasks.benchmark.report import row_record, write_report
-from tasks.benchmark.statistics import cell_errors, heldout_errors
+from tasks.benchmark.statistics import cell_errors, heldout_errors, speaker_errors
 
 RECORD = "benchmark_cell.json"
+ERRORS_OF_CELL = {"asr": cell_errors, "spk": speaker_errors, "distill": heldout_errors}  # per-utterance results
 
 
 def read_record(cell):
@@ -167,9 +168,8 @@ class Benchmark:
         errors = {}
         for row, res in zip(self.rows, results):
             for cell in row.cells:
-                if res[cell.kind] is not None and cell.kind in ("asr", "distill"):
-                    found = cell_errors(cell.output_folder) if cell.kind == "asr" else heldout_errors(cell.output_folder)
-                    errors.setdefault(row.name, {}).update(found)
+                if res[cell.kind] is not None:
+                    errors.setdefault(row.name, {}).update(ERRORS_OF_CELL[cell.kind](cell.output_folder))
         write_report([row_record(row, res) for row, res in zip(self.rows, results)], settings, self.folder, errors)
 
     def run_row(self, row, bar):

@@ -1,7 +1,9 @@
 """Intervals of the benchmark: each selector against the baseline at each budget, paired on the test utterances.
 
 The ASR cells' alignment files (``wer_<split>.txt``) give the errors of every
-test utterance, and the distillation cells' ``heldout.json`` the held-out
+test utterance, the speaker cells' ``identification.txt`` the misidentified
+test crops of every test utterance (crops of one utterance are resampled
+together), and the distillation cells' ``heldout.json`` the held-out
 distillation loss of every held-out utterance (its loss summed over frames and
 its frame count: the same ratio estimate as an error rate, ``scale`` 1). A
 selector's seeds at one budget are one system, the baseline's seeds (random
@@ -24,10 +26,13 @@ import numpy as np
 
 from common.intervals import rate_interval, seed_mean_rates
 from tasks.compare_probes import run_errors
+from tasks.speaker_probe import IDENTIFICATION_FILE
 
 SPLITS = ("asr_test_target", "asr_test_in")  # the ASR probe's test splits
+SPEAKER_SPLIT = "spk_test"  # the speaker probe's test split
 LOSS = "LOSS"  # the held-out distillation loss, in the errors of a row under "heldout_<split>"
-SCALES = {"WER": 100.0, "CER": 100.0, LOSS: 1.0}  # error rates in %, the loss as it is
+ID_ERROR = "ID error"  # the speaker probe's identification error (%, 100 minus its accuracy) on SPEAKER_SPLIT
+SCALES = {"WER": 100.0, "CER": 100.0, ID_ERROR: 100.0, LOSS: 1.0}  # error rates in %, the loss as it is
 
 
 def cell_errors(asr_folder):
@@ -43,6 +48,36 @@ def cell_errors(asr_folder):
             state = path.stat()
             out[split] = _file_errors(str(path), state.st_size, state.st_mtime_ns)
     return out
+
+
+def speaker_errors(spk_folder):
+    """``{"spk_test": (utterance IDs, {"ID error": [N, 2]})}`` of a finished speaker cell's ``identification.txt``.
+
+    Rows are ``(test crops of the utterance misidentified, its test crops)``,
+    utterances sorted by ID; ``{}`` for a cell without the file.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "identification.txt").write_text("b#0 1\\nb#1 0\\na#0 0\\na#1 0\\n")
+    >>> ids, errors = speaker_errors(folder)["spk_test"]
+    >>> ids, errors["ID error"].tolist()
+    (['a', 'b'], [[2.0, 2.0], [1.0, 2.0]])
+    """
+    path = spk_folder / IDENTIFICATION_FILE
+    if not path.exists():
+        return {}
+    counts = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if len(fields) != 2 or fields[1] not in ("0", "1") or "#" not in fields[0]:
+            raise ValueError(f"{path}, line {number}: expected '<utterance>#<crop> <1|0>', got {line!r}")
+        wrong_and_crops = counts.setdefault(fields[0].rsplit("#", 1)[0], [0, 0])
+        wrong_and_crops[0] += fields[1] == "0"
+        wrong_and_crops[1] += 1
+    ids = sorted(counts)
+    return {SPEAKER_SPLIT: (ids, {ID_ERROR: np.array([counts[i] for i in ids], dtype=np.float64).reshape(-1, 2)})}
 
 
 def heldout_errors(distill_folder):
@@ -209,7 +244,7 @@ def paired_comparisons(records, errors, baseline, split="asr_test_target", kinds
     split : str
         The test split (``heldout_<split>`` for the held-out loss).
     kinds : tuple of str
-        ``WER``, ``CER`` (ASR splits) or ``LOSS`` (held-out splits).
+        ``WER``, ``CER`` (ASR splits), ``ID error`` (the speaker split) or ``LOSS`` (held-out splits).
 
     Returns
     -------
