@@ -424,8 +424,8 @@ def markdown(records, comparisons, settings, paired=(), errors=None):
         *best_selector_checks(records, paired, settings["baseline"], metric="CER"), "",
         "## Paired comparisons of the probes", "",
         f"Difference of the error rates (WER, CER, and the speaker {ID_ERROR}: selector minus baseline, each the "
-        "mean over its seeds; negative: fewer errors) with a 95 % bootstrap interval (test utterances resampled together, each side's seeds "
-        "separately), and with the seeds only or the utterances only resampled; better / worse only when the "
+        "mean over its seeds; negative: fewer errors) with a 95 % bootstrap interval (test utterances resampled "
+        "together, each side's seeds separately), and with the seeds only or the utterances only resampled; better / worse only when the "
         "interval excludes 0.", "",
         dominance_summary([c for c in paired if c["metric"] != LOSS]), "",
         *probe_sections,
