@@ -46,6 +46,20 @@ def encoder_fingerprint(encoder):
     return digest.hexdigest()
 
 
+def crop_of(item_id):
+    """``(utterance ID, crop index)`` of a crop's item ID ``utt#k`` (:meth:`NoisyCrops.items`).
+
+    Example
+    -------
+    >>> crop_of("spk1-utt#3")
+    ('spk1-utt', 3)
+    """
+    utt_id, _, k = item_id.rpartition("#")
+    if not utt_id or not k.isdigit():
+        raise ValueError(f"{item_id!r} is not a crop ID '<utterance>#<crop index>'")
+    return utt_id, int(k)
+
+
 @dataclass(frozen=True)
 class NoisyCrops:
     """``n_crops`` random crops of each utterance with white noise added, drawn from ``seed``.
@@ -88,8 +102,8 @@ class NoisyCrops:
         """``sig`` with white noise at ``snr_db`` (seeded by the item)."""
         if self.snr_db is None:
             return sig
-        utt_id, k = item_id.rsplit("#", 1)
-        noise = torch.from_numpy(self.rng(utt_id, int(k), 1).standard_normal(len(sig))).float()
+        utt_id, k = crop_of(item_id)
+        noise = torch.from_numpy(self.rng(utt_id, k, 1).standard_normal(len(sig))).float()
         power = sig.pow(2).mean().clamp(min=1e-10)
         return sig + noise * torch.sqrt(power / 10 ** (self.snr_db / 10))
 

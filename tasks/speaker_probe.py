@@ -111,15 +111,12 @@ class SpeakerProbeBrain(LayerMixProbeBrain):
         labels = batch.label.data[:, 0].to(self.device)
         loss = F.cross_entropy(logits, labels)
         if stage != sb.Stage.TRAIN:
-            right = (logits.argmax(-1) == labels).tolist()
-            self.correct += sum(right)
-            self.counted += len(labels)
-            self.outcomes.update(zip(batch.id, right))
+            self.outcomes.update(zip(batch.id, (logits.argmax(-1) == labels).tolist()))
             self.embeddings.update(zip(batch.id, embeddings.detach().cpu()))
         return loss
 
     def on_stage_start(self, stage, epoch=None):
-        self.correct, self.counted, self.embeddings, self.outcomes = 0, 0, {}, {}
+        self.outcomes, self.embeddings = {}, {}  # outcomes: {crop ID: named its speaker right}
         self.stage_started = time.time()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -127,7 +124,7 @@ class SpeakerProbeBrain(LayerMixProbeBrain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
-        stats["accuracy"] = 100 * self.correct / max(self.counted, 1)
+        stats["accuracy"] = 100 * sum(self.outcomes.values()) / max(len(self.outcomes), 1)
         if stage == sb.Stage.VALID:
             self.log_epoch(epoch, stats)
             self.checkpointer.save_and_keep_only(meta={"accuracy": stats["accuracy"]}, max_keys=["accuracy"])

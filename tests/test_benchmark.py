@@ -258,7 +258,10 @@ def test_speaker_identification_intervals_and_paired_comparisons(tmp_path):
     assert f"| kcenter | 10 | 2 | – | – | – | – | – | {rate:.2f} [{low:.2f}, {high:.2f}] |" in md
 
     (tmp_path / "random_10pct_s1" / "identification.txt").write_text("u000#0 1\nu000#1 yes\n")
-    with pytest.raises(ValueError, match=r"random_10pct_s1/identification.txt, line 2: expected"):
+    with pytest.raises(ValueError, match=r"random_10pct_s1/identification.txt, line 2: expected .<crop ID> <1\|0>."):
+        statistics.speaker_errors(tmp_path / "random_10pct_s1")
+    (tmp_path / "random_10pct_s1" / "identification.txt").write_text("u000#0 1\nu000 0\n")
+    with pytest.raises(ValueError, match=r"line 2: 'u000' is not a crop ID"):
         statistics.speaker_errors(tmp_path / "random_10pct_s1")
     assert statistics.speaker_errors(tmp_path / "no_speaker_cell") == {}
 

@@ -25,6 +25,7 @@ import json
 import numpy as np
 
 from common.intervals import rate_interval, seed_mean_rates
+from lobes.feature_cache import crop_of
 from tasks.compare_probes import run_errors
 from tasks.speaker_probe import IDENTIFICATION_FILE
 
@@ -71,9 +72,13 @@ def speaker_errors(spk_folder):
     counts = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
-        if len(fields) != 2 or fields[1] not in ("0", "1") or "#" not in fields[0]:
-            raise ValueError(f"{path}, line {number}: expected '<utterance>#<crop> <1|0>', got {line!r}")
-        wrong_and_crops = counts.setdefault(fields[0].rsplit("#", 1)[0], [0, 0])
+        try:
+            if len(fields) != 2 or fields[1] not in ("0", "1"):
+                raise ValueError("expected '<crop ID> <1|0>'")
+            utterance, _ = crop_of(fields[0])
+        except ValueError as error:
+            raise ValueError(f"{path}, line {number}: {error}, got {line!r}") from None
+        wrong_and_crops = counts.setdefault(utterance, [0, 0])
         wrong_and_crops[0] += fields[1] == "0"
         wrong_and_crops[1] += 1
     ids = sorted(counts)
